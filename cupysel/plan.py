@@ -1,0 +1,436 @@
+"""Plans: launch geometry, buffers, the launch sequence, and CUDA graphs.
+
+``Core`` holds what depends only on the sizes (geometry per device, kernel sets per
+input dtypes) and queues the stages on a stream. ``Buffers`` is one set of outputs and
+workspace. ``Selector`` is a Core with its own Buffers per device, reused by every
+call; ``select()`` gives each call fresh Buffers, so calls never share memory.
+
+The launch sequence, all on one stream with no host read in between:
+  score (softmax_sum: a statistics pass, then a ranking pass; max/mean: one pass)
+  -> topk (threshold, then the merge-free index output) -> weights (max/mean only).
+"""
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+import kernels_cu as kc
+
+from . import validate
+from .compile import get_function
+from .launch import Launch
+from .occupancy import cluster_capacity
+from .select import Selection
+
+MIN_SPLIT = 512
+TSPLIT_LEN = 4096
+MAX_SPLITS = 4096
+WEIGHTS_CHUNK = 1024
+STAGES = ("score", "topk", "weights", "fused")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    nsplit: int      # score blocks per row
+    split_len: int   # tokens per score block, a multiple of 32 (token n on a thread with n % 8 == tid % 8)
+    tsplit: int      # top-K / index blocks (and candidate segments) per row
+    tsplit_len: int  # tokens per top-K block
+    save: bool       # softmax_sum keeps per-head scores for its second pass
+    score_minb: int  # score blocks resident per SM (register cap of the score kernel)
+    cluster: int = 0  # > 0: fused path, a cluster of this many CTAs per row ...
+    chunk: int = 0    # ... each owning this many positions (a multiple of 32)
+
+
+SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recomputes them
+
+
+def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, smem_per_block=227 * 1024,
+                  cc_major=9, path="auto", capacity=None):
+    """Split rows so that the score blocks fill the GPU in one wave (as many as fit on
+    the SMs at once, by shared memory); top-K and index blocks take TSPLIT_LEN tokens
+    each, many waves, to hide latency. softmax_sum saves its per-head scores for the
+    second pass (which then reads 4 bytes a head instead of re-scoring) up to SAVE_LIMIT."""
+    n = cfg.capacity
+    tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
+    gp = kc.padded_heads(tiles[0][1])
+    lut = cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4 + kc.HIST_BYTES + 4096
+    per_sm = max(1, min(2, smem_per_sm // lut))
+    want = max(1, per_sm * sm_count // cfg.rows)
+    nsplit = max(1, min(want, -(-n // MIN_SPLIT), MAX_SPLITS))
+    split_len = _round_len(n, nsplit)
+    tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
+    save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
+            and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
+    cluster, chunk = 0, 0
+    if path != "staged":
+        cluster, chunk, waves = fused_cluster(cfg, sm_count, smem_per_block, cc_major, capacity)
+        if path == "fused" and not cluster:
+            raise ValueError("the fused path does not fit this configuration on this device")
+        if path == "auto" and waves > MAX_FUSED_WAVES:
+            cluster, chunk = 0, 0
+    return Geometry(-(-n // split_len), split_len, -(-n // tlen), tlen, save, per_sm, cluster,
+                    chunk)
+
+
+MAX_FUSED_WAVES = 1    # beyond this many waves of clusters the staged path is faster
+FUSED_OVERHEAD = 8192  # fixed cost of a cluster, in tokens of scoring (measured phases)
+
+
+def fused_cluster(cfg, sm_count, smem_per_block, cc_major, capacity=None):
+    """(cluster size, chunk, waves) of the fused path, or (0, 0, 0) where it does not apply.
+
+    It needs sm_90 clusters, one lookup-table tile, and a chunk of per-head scores that
+    fits in shared memory next to the table. Among the sizes that fit, the one with the
+    least (waves of clusters) x (chunk + fixed cost): a cluster must fit in one GPC, so
+    how many run at once (`capacity(cluster, smem)`, from the driver) is not SMs / size.
+    """
+    tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
+    if cc_major < 9 or len(tiles) != 1:
+        return 0, 0, 0
+    probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
+                         "int32", cfg.group_reduce, False, tuple(tiles), cluster=1)
+    best = None
+    for cl in kc.CLUSTER_SIZES:
+        chunk = -(-cfg.capacity // cl)
+        chunk = -(-chunk // 32) * 32
+        if chunk > kc.NT_FUSED * 16:  # the index phase writes one tile of NT * 16
+            continue
+        probe = kc.KernelSet(**{**probe.__dict__, "cluster": cl})
+        smem = probe.fused_layout(chunk)[1]
+        if smem > smem_per_block - 4096:
+            continue
+        active = capacity(cl, smem) if capacity is not None else None
+        if not active:
+            active = max(1, sm_count // cl)
+        waves = -(-cfg.rows // active)
+        cost = waves * (chunk + FUSED_OVERHEAD)
+        if best is None or cost < best[0]:
+            best = (cost, cl, chunk, waves)
+    return best[1:] if best else (0, 0, 0)
+
+
+def _round_len(n, parts):
+    length = -(-(-(-n // parts)) // 32) * 32
+    while -(-n // length) > MAX_SPLITS:
+        length += 32
+    return length
+
+
+def convert_inputs(inputs, stream):
+    """(CuPy views of the four inputs, the launch stream as a CuPy stream).
+
+    The device comes from q's metadata, the stream is resolved on it, and DLPack
+    inputs are converted on that stream."""
+    import cupy
+
+    names = ("q", "centroids", "codes", "seq_lens")
+    dev = validate.device_of(inputs[0], "q")
+    if dev is None:
+        dev = cupy.asarray(inputs[0]).device.id
+    s = resolve_stream(stream, dev)
+    with cupy.cuda.Device(dev):
+        arrays = [validate.as_device_array(x, n, s) for x, n in zip(inputs, names)]
+    return arrays, s
+
+
+def resolve_stream(stream, device_id):
+    """A CuPy stream from None (CuPy's current), a CuPy stream, a torch stream or any
+    object with ``__cuda_stream__``; checked against the arrays' device."""
+    import cupy
+
+    if stream is None:
+        with cupy.cuda.Device(device_id):
+            s = cupy.cuda.get_current_stream()
+    elif isinstance(stream, (cupy.cuda.Stream, cupy.cuda.ExternalStream)):
+        s = stream
+    elif hasattr(stream, "__cuda_stream__") or hasattr(stream, "cuda_stream"):
+        s = _external(stream)
+    else:
+        raise TypeError("Invalid type of stream: expected a CuPy stream, a torch stream or an "
+                        "object with __cuda_stream__, got %s" % type(stream).__name__)
+    sdev = validate.stream_device(s)
+    if sdev is None:
+        sdev = _torch_stream_device(stream)
+    if sdev is not None and sdev != device_id:
+        raise ValueError("Invalid device of stream: the arrays are on cuda:%d, the stream on "
+                         "cuda:%d" % (device_id, sdev))
+    return s
+
+
+def _torch_stream_device(stream):
+    dev = getattr(stream, "device", None)
+    idx = getattr(dev, "index", None)
+    return int(idx) if idx is not None else None
+
+
+def _external(stream):
+    import cupy
+
+    try:
+        return cupy.cuda.Stream.from_external(stream)
+    except Exception:
+        ptr = getattr(stream, "cuda_stream", None)
+        if ptr is None:
+            raise
+        dev = _torch_stream_device(stream)
+        return cupy.cuda.ExternalStream(int(ptr), -1 if dev is None else dev)
+
+
+BUFFER_NAMES = ("indices", "counts", "weights", "rbuf", "sbuf", "cand_key", "cand_pos", "stats",
+                "lse", "segcnt", "rowstate", "counters", "hist")
+INPUT_NAMES = ("q", "cent", "codes", "lens")
+
+
+class Buffers:
+    """Outputs, and for the staged path its workspace, on one device."""
+
+    def __init__(self, cfg, geo, device_id, stream=None):
+        import cupy
+
+        with cupy.cuda.Device(device_id):
+            ctx = stream if stream is not None else cupy.cuda.get_current_stream()
+            with ctx:
+                shape = (cfg.batch, cfg.kv_heads)
+                self.indices = cupy.empty(shape + (cfg.total,), np.int32)
+                self.counts = cupy.empty(shape, np.int32)
+                self.weights = cupy.empty(shape + (cfg.total,), np.float32)
+                if not geo.cluster:  # the fused path needs no workspace
+                    self._workspace(cfg, geo)
+
+    def _workspace(self, cfg, geo):
+        import cupy
+
+        rows, n = cfg.rows, cfg.capacity
+        gp = kc.padded_heads(kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)[0][1])
+        self.rbuf = cupy.empty(rows * n, np.float32)
+        self.sbuf = cupy.empty(rows * n * gp if geo.save else 4, np.float32)
+        self.cand_key = cupy.empty(rows * n, np.uint32)
+        self.cand_pos = cupy.empty(rows * n, np.int32)
+        self.stats = cupy.empty(rows * cfg.group * geo.nsplit * 2, np.float32)
+        self.lse = cupy.empty(rows * cfg.group, np.float32)
+        self.segcnt = cupy.empty(rows * geo.tsplit, np.int32)
+        self.rowstate = cupy.empty(rows * 4, np.int32)
+        # Kept zero between launches by the kernels themselves (the last block that
+        # uses them resets them), so they are cleared only here.
+        self.counters = cupy.zeros(rows, np.uint32)
+        self.hist = cupy.zeros(rows * 4096, np.int32)
+
+    def pointers(self):
+        return {name: getattr(self, name).data.ptr for name in BUFFER_NAMES
+                if hasattr(self, name)}
+
+
+class Core:
+    """Geometry, kernels and the launch sequence for one Config."""
+
+    def __init__(self, cfg, topk="radix", path="auto"):
+        self.cfg = cfg
+        self.path = path  # "auto" (fused where it applies), "fused" or "staged"
+        self.topk = topk  # "radix" (measured faster) or "bitonic": finish of the top-K stage
+        self.tiles = tuple(kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids))
+        self._geo = {}
+        self._sets = {}
+        self._programs = {}
+        self._lock = threading.Lock()
+        self.prof = None  # a device int64 array [cluster * 32]: phase timestamps of row 0
+
+    def geometry(self, device_id):
+        geo = self._geo.get(device_id)
+        if geo is None:
+            import cupy
+
+            dev = cupy.cuda.Device(device_id)
+            attrs = dev.attributes
+            cc = int(dev.compute_capability) // 10
+            geo = self._geo[device_id] = plan_geometry(
+                self.cfg, attrs["MultiProcessorCount"], attrs["MaxSharedMemoryPerMultiprocessor"],
+                attrs["MaxSharedMemoryPerBlockOptin"], cc, self.path,
+                (lambda cl, smem: cluster_capacity(device_id, cl, smem)) if cc >= 9 else None)
+        return geo
+
+    def kernel_set(self, device_id, q, centroids, codes, seq_lens):
+        m, ds = self.cfg.subspaces, self.cfg.sub_dim
+        width = 16 if m % 16 == 0 else (m if m in (4, 8) else 0)
+        vec = width > 0 and codes.data.ptr % width == 0
+        cvec = ds % 8 == 0 and centroids.data.ptr % 16 == 0
+        key = (q.dtype, centroids.dtype, seq_lens.dtype, vec, cvec, device_id)
+        ks = self._sets.get(key)
+        if ks is None:
+            geo = self.geometry(device_id)
+            ks = self._sets[key] = kc.KernelSet(
+                m, self.cfg.n_centroids, ds, q.dtype.name, centroids.dtype.name,
+                seq_lens.dtype.name, self.cfg.group_reduce, vec, self.tiles, cvec, geo.save,
+                self.topk == "bitonic", geo.score_minb, geo.cluster)
+        return ks
+
+    def check_contents(self, device_id, q, centroids, codes, seq_lens, stream):
+        """check=True: codes < C and 0 <= seq_lens <= N, with one host read."""
+        import cupy
+
+        cfg = self.cfg
+        with cupy.cuda.Device(device_id), stream:
+            flags = cupy.stack([
+                (codes.max() >= cfg.n_centroids) if codes.size else cupy.asarray(False),
+                seq_lens.min() < 0, seq_lens.max() > cfg.capacity]).get()
+        if flags[0]:
+            raise ValueError("Invalid codes: expected every code < n_centroids=%d"
+                             % cfg.n_centroids)
+        if flags[1] or flags[2]:
+            raise ValueError("Invalid seq_lens: expected every length in [0, %d]" % cfg.capacity)
+
+    def program(self, device_id, ks):
+        """The launch sequence of kernel set `ks` on a device: [(stage, Launch)], arrays
+        left as named slots."""
+        key = (device_id, ks)
+        prog = self._programs.get(key)
+        if prog is not None:
+            return prog
+        cfg, geo = self.cfg, self.geometry(device_id)
+        rows, last = cfg.rows, len(ks.tiles) - 1
+        P, I, F = "p", "i", "f"
+        dims = [(I, cfg.kv_heads), (I, cfg.group), (I, cfg.capacity)]
+        sk = [(I, cfg.sink), (I, cfg.k), (I, cfg.window)]
+        per_seq = (I, int(cfg.per_sequence_centroids))
+        prog = []
+
+        def add(stage, name, grid, block, smem, args):
+            fn = get_function(device_id, ks, name, smem)
+            prog.append((stage, Launch(fn.kernel.ptr, grid, block, smem, args)))
+
+        if geo.cluster:
+            region1, smem = ks.fused_layout(geo.chunk)
+            add("fused", ks.fused(), (geo.cluster, rows), (kc.NT_FUSED,), smem,
+                [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "indices"),
+                 (P, "weights"), (P, "counts")] + dims + [(I, cfg.n_centroids)] + sk +
+                [(F, cfg.scale), (I, geo.chunk), (I, region1), per_seq, (P, "prof")])
+            self._programs[key] = prog
+            return prog
+
+        for bits in ks.score_passes():
+            for t, (h0, gt) in enumerate(ks.tiles):
+                add("score", ks.score(gt, bits), (geo.nsplit, rows), (kc.NT_SCORE,),
+                    ks.score_smem(gt, bits),
+                    [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
+                     (P, "stats"), (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate")]
+                    + dims + [(I, cfg.n_centroids)] + sk +
+                    [(F, cfg.scale), (I, h0), (I, geo.split_len), per_seq, (I, int(t == 0)),
+                     (I, int(t == last))])
+        add("topk", ks.topk(), (geo.tsplit, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
+            [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
+             (P, "counters"), (P, "rowstate"), (P, "indices"), (P, "weights"), (P, "counts")]
+            + dims + sk + [(I, geo.tsplit_len)])
+        if cfg.group_reduce != "softmax_sum" and cfg.total > 0:
+            gx = -(-cfg.total // WEIGHTS_CHUNK)
+            for t, (h0, gt) in enumerate(ks.tiles):
+                add("weights", ks.weights(gt), (gx, rows), (kc.NT_WEIGHTS,), ks.weights_smem(gt),
+                    [(P, "q"), (P, "cent"), (P, "codes"), (P, "lse"), (P, "indices"),
+                     (P, "weights")] + dims +
+                    [(I, cfg.n_centroids), (I, cfg.total), (F, cfg.scale), (I, h0),
+                     (I, WEIGHTS_CHUNK), per_seq, (I, int(t == 0)), (I, int(t == last))])
+        self._programs[key] = prog
+        return prog
+
+    def enqueue(self, device_id, arrays, b, stream, stages=STAGES):
+        """Queue the whole selection on `stream`; no host read, no synchronisation.
+
+        `stages` limits the launch to some of STAGES (the benchmark times them apart)."""
+        import cupy
+
+        ks = self.kernel_set(device_id, *arrays)
+        values = b.pointers()
+        values.update(zip(INPUT_NAMES, (a.data.ptr for a in arrays)))
+        values["prof"] = self.prof.data.ptr if self.prof is not None else 0
+        with cupy.cuda.Device(device_id), self._lock:
+            prog = self.program(device_id, ks)
+            for stage, launch in prog:
+                if stage in stages:
+                    launch.bind(values)
+                    launch(stream.ptr)
+
+
+class Selector:
+    """A reusable plan: sizes checked once, buffers owned and reused (see SPEC.md).
+
+    Every call returns the plan's one :class:`Selection` (the same output arrays,
+    overwritten by the next call on this plan). Calls on one plan must be ordered
+    (one stream, or the caller's synchronisation); separate plans never share memory.
+    """
+
+    def __init__(self, *, batch, q_heads, kv_heads, head_dim, subspaces, n_centroids, capacity,
+                 sink, window, k, group_reduce="softmax_sum", scale=None,
+                 per_sequence_centroids=False):
+        self.config = validate.make_config(
+            batch=batch, q_heads=q_heads, kv_heads=kv_heads, head_dim=head_dim,
+            subspaces=subspaces, n_centroids=n_centroids, capacity=capacity, sink=sink,
+            window=window, k=k, group_reduce=group_reduce, scale=scale,
+            per_sequence_centroids=per_sequence_centroids)
+        self._core = Core(self.config)
+        self._buffers = {}
+        self._lock = threading.Lock()
+        self._checked = (None, None)  # (signature, device) of the last inputs checked
+
+    def __repr__(self):
+        return "Selector(%s)" % ", ".join("%s=%r" % kv for kv in self.config.__dict__.items())
+
+    def _prepare(self, q, centroids, codes, seq_lens, stream):
+        arrays, stream = convert_inputs((q, centroids, codes, seq_lens), stream)
+        sig = validate.signature(arrays)
+        last_sig, dev = self._checked
+        if sig != last_sig:
+            dev = validate.check_arrays(self.config, *arrays)
+            self._checked = (sig, dev)
+        bufs = self._buffers.get(dev)
+        if bufs is None:
+            with self._lock:
+                bufs = self._buffers.get(dev)
+                if bufs is None:
+                    bufs = Buffers(self.config, self._core.geometry(dev), dev, stream)
+                    stream.synchronize()  # the zeroed counters are in place before any use
+                    self._buffers[dev] = bufs
+        return arrays, dev, bufs, stream
+
+    def __call__(self, q, centroids, codes, seq_lens, *, stream=None, check=False):
+        arrays, dev, bufs, stream = self._prepare(q, centroids, codes, seq_lens, stream)
+        if check:
+            self._core.check_contents(dev, *arrays, stream)
+        self._core.enqueue(dev, arrays, bufs, stream)
+        return Selection(bufs.indices, bufs.counts, bufs.weights)
+
+    def capture(self, q, centroids, codes, seq_lens, *, stream=None):
+        """Capture the launch sequence over these input buffers into a CUDA graph.
+
+        ``replay()`` re-reads the buffers' current contents and writes this plan's
+        outputs. The kernels are compiled and loaded here, before the capture.
+        """
+        import cupy
+
+        arrays, dev, bufs, stream = self._prepare(q, centroids, codes, seq_lens, stream)
+        with cupy.cuda.Device(dev):
+            # Load every kernel outside the capture (compile + module load are not
+            # stream work), then capture on a private stream.
+            self._core.enqueue(dev, arrays, bufs, stream)
+            stream.synchronize()
+            cap = cupy.cuda.Stream(non_blocking=True)
+            cap.begin_capture()
+            try:
+                self._core.enqueue(dev, arrays, bufs, cap)
+            finally:
+                graph = cap.end_capture()
+        return CapturedSelection(graph, arrays, Selection(bufs.indices, bufs.counts, bufs.weights),
+                                 dev)
+
+
+class CapturedSelection:
+    """A captured launch sequence; ``replay()`` runs it again on a stream."""
+
+    def __init__(self, graph, arrays, selection, device_id):
+        self.graph = graph
+        self._arrays = arrays  # the captured inputs must outlive the graph
+        self.selection = selection
+        self.device_id = device_id
+
+    def replay(self, stream=None):
+        s = resolve_stream(stream, self.device_id)
+        self.graph.launch(s)
+        return self.selection

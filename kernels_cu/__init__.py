@@ -1,0 +1,198 @@
+"""CUDA C sources of cupysel, and the names of their compile-time specialisations.
+
+The stages, in launch order: ``score`` (lookup-table scores, softmax statistics,
+radix level 1), ``topk`` (block top-K to an exact threshold, by radix levels or a
+bitonic sort in shared memory, then the merge-free sink/heavy/window index output),
+and for max/mean ``weights`` (index.py). One module string holds them all; a plan asks
+NVRTC only for the template instances it launches.
+"""
+
+import itertools
+from dataclasses import dataclass
+
+from .common import COMMON
+from .fused import FUSED
+from .index import INDEX
+from .score import SCORE
+from .topk import TOPK
+
+SOURCE = COMMON + SCORE + TOPK + INDEX + FUSED
+
+OPTIONS = ("-std=c++17",)
+
+MODES = {"softmax_sum": 0, "max": 1, "mean": 2}
+DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+SEQLEN_CODES = {"int32": 0, "int64": 1}
+
+#: Shared memory a lookup-table tile may take. 128 KiB leaves room for the 16 KiB
+#: histogram within the per-block limit of sm_80 (163 KiB) and sm_90 (227 KiB).
+LUT_BUDGET = 128 * 1024
+HIST_BYTES = 4096 * 4
+NT_SCORE = 512
+NT_TOPK = 512
+NT_WEIGHTS = 256
+NT_FUSED = 512
+GATHER_CAP = 1024  # CS_GATHER_CAP of fused.py
+CLUSTER_SIZES = (1, 2, 4, 8, 16)
+#: Dynamic shared memory of cs_topk: (CS_STAGE + CS_BITONIC_CAP) u64 + CS_MAX_SPLITS + 1 ints.
+TOPK_SMEM = (4096 + 2048) * 8 + (4096 + 1) * 4
+
+
+def padded_heads(gt):
+    """Heads per lookup-table entry as stored (vector loads want 1, 2 or a multiple of 4)."""
+    return gt if gt <= 2 else -(-gt // 4) * 4
+
+
+def pow2_at_least(c):
+    p = 1
+    while p < c:
+        p *= 2
+    return p
+
+
+def head_tiles(group, subspaces, n_centroids):
+    """Split a group's heads into tiles whose lookup table fits LUT_BUDGET.
+
+    Returns [(h0, gt), ...], or None when even one head's table does not fit.
+    """
+    p = pow2_at_least(n_centroids)
+    best = 0
+    for gt in range(1, group + 1):
+        if subspaces * p * padded_heads(gt) * 4 <= LUT_BUDGET:
+            best = gt
+    if best == 0:
+        return None
+    return [(h0, min(best, group - h0)) for h0 in range(0, group, best)]
+
+
+@dataclass(frozen=True)
+class KernelSet:
+    """Everything that selects template instances for one plan."""
+
+    subspaces: int
+    n_centroids: int
+    sub_dim: int
+    q_dtype: str
+    c_dtype: str
+    len_dtype: str
+    mode: str
+    vec: bool
+    tiles: tuple
+    cvec: bool = False      # centroid rows 16-byte aligned with D/M % 8 == 0: wide loads
+    save: bool = False      # softmax_sum: pass 1 stores per-head scores, pass 2 reads them
+    bitonic: bool = False   # finish top-K with the bitonic sort when the tie bin is small
+    minb: int = 2           # score blocks per SM the register budget must allow
+    cluster: int = 0        # > 0: the fused path, one cluster of this many CTAs per row
+
+    @property
+    def p(self):
+        return pow2_at_least(self.n_centroids)
+
+    def _lut_args(self, gt):
+        return (gt, padded_heads(gt), self.subspaces, self.p, self.sub_dim,
+                DTYPE_CODES[self.q_dtype], DTYPE_CODES[self.c_dtype], int(self.cvec))
+
+    def save_mode(self, pass_bits):
+        if not self.save:
+            return 0
+        return 1 if pass_bits == 1 else 2
+
+    def score(self, gt, pass_bits):
+        a = self._lut_args(gt) + (SEQLEN_CODES[self.len_dtype], MODES[self.mode], pass_bits,
+                                  int(self.vec), self.save_mode(pass_bits), NT_SCORE, self.minb)
+        return "cs_score<%s>" % ",".join(map(str, a))
+
+    def topk(self):
+        return "cs_topk<%d,%d,%d,%d>" % (SEQLEN_CODES[self.len_dtype], MODES[self.mode],
+                                         int(self.bitonic), NT_TOPK)
+
+    def weights(self, gt):
+        a = self._lut_args(gt) + (int(self.vec), NT_WEIGHTS)
+        return "cs_weights<%s>" % ",".join(map(str, a))
+
+    def fused(self):
+        gt = self.tiles[0][1]
+        a = self._lut_args(gt) + (SEQLEN_CODES[self.len_dtype], MODES[self.mode], int(self.vec),
+                                  self.cluster, NT_FUSED)
+        return "cs_fused<%s>" % ",".join(map(str, a))
+
+    def score_passes(self):
+        """(pass_bits per launch, in order): softmax_sum needs LSE before ranking."""
+        return (1, 2) if self.mode == "softmax_sum" else (3,)
+
+    def names(self):
+        if self.cluster:
+            return (self.fused(),)
+        out = []
+        for bits in self.score_passes():
+            for _, gt in self.tiles:
+                out.append(self.score(gt, bits))
+        out.append(self.topk())
+        if self.mode != "softmax_sum":
+            out += [self.weights(gt) for _, gt in self.tiles]
+        return tuple(dict.fromkeys(out))
+
+    def score_smem(self, gt, pass_bits):
+        if self.save_mode(pass_bits) == 2:
+            return HIST_BYTES
+        return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4 \
+            + HIST_BYTES
+
+    def fused_layout(self, chunk):
+        """(region1 floats, dynamic shared memory bytes) of the fused kernel."""
+        gt = self.tiles[0][1]
+        gp = padded_heads(gt)
+        region1 = max(self.subspaces * self.p * gp, 2 * chunk)
+        region1 = -(-region1 // 4) * 4
+        smem = (region1 + chunk * gp) * 4 + HIST_BYTES + HIST_BYTES // self.cluster \
+            + 2 * GATHER_CAP * 8
+        return region1, smem
+
+    def weights_smem(self, gt):
+        return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4
+
+
+def specializations():
+    """Kernel sets that together instantiate every code path of the templates.
+
+    The benchmark shapes in every mode and dtype (as plans build them: wide centroid
+    loads, softmax_sum's saved scores), plus each code-load width (M = 1, 2, 3, 4, 8,
+    16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7, 8), the skewed
+    and plain table layouts, head tiling (a table too big for one tile), scalar
+    centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
+    all of them for sm_80 and sm_90.
+    """
+    sets = []
+    shapes = [(2, 64, 64, 4), (16, 256, 8, 4), (16, 256, 8, 7)]  # M, C, D/M, G
+    for (m, c, ds, g), mode, dt in itertools.product(shapes, MODES, DTYPE_CODES):
+        sets.append(KernelSet(m, c, ds, dt, dt, "int32", mode, True, tuple(head_tiles(g, m, c)),
+                              cvec=True, save=mode == "softmax_sum", minb=1 if g == 7 else 2))
+    extra = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, save, bitonic
+        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, False, True),
+        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False, False, True),
+        (4, 100, 16, 3, "float16", "bfloat16", "int64", "mean", True, True, False, False),
+        (8, 2, 8, 5, "float32", "float32", "int32", "softmax_sum", True, False, True, True),
+        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True, False, False),
+        (32, 256, 8, 7, "float16", "float16", "int32", "softmax_sum", True, True, False, True),
+        (32, 256, 8, 7, "bfloat16", "float16", "int64", "max", True, False, False, True),
+        (32, 17, 2, 8, "float16", "float32", "int32", "mean", False, False, False, True),
+        (16, 1, 16, 4, "float16", "float16", "int32", "max", False, True, False, True),
+        (64, 128, 4, 1, "float32", "float32", "int32", "softmax_sum", True, False, True, False),
+    ]
+    for m, c, ds, g, qd, cd, ld, mode, vec, cvec, save, bitonic in extra:
+        sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
+                              cvec=cvec, save=save, bitonic=bitonic))
+    fused = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, cluster
+        (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True, 16),
+        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True, 16),
+        (16, 256, 8, 4, "bfloat16", "bfloat16", "int32", "max", True, True, 8),
+        (16, 256, 8, 4, "float32", "float32", "int32", "mean", True, True, 4),
+        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, 1),
+        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False, 2),
+        (8, 2, 8, 5, "float32", "float32", "int32", "mean", True, False, 2),
+        (32, 17, 2, 8, "float16", "float32", "int32", "softmax_sum", False, False, 4),
+    ]
+    for m, c, ds, g, qd, cd, ld, mode, vec, cvec, cl in fused:
+        sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
+                              cvec=cvec, cluster=cl))
+    return sets

@@ -1,0 +1,519 @@
+"""Device helpers shared by every cupysel kernel.
+
+Self-contained CUDA C: NVRTC is given no include path, so nothing here includes a
+header. float16 is converted with one PTX instruction and bfloat16 by a shift, both
+read as raw 16-bit words.
+"""
+
+COMMON = r"""
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define CS_NEG_INF __int_as_float(0xff800000)
+#define CS_FLT_MAX 3.402823466e+38f
+#define CS_FULL 0xffffffffu
+
+// Input element as float. DT: 0 float32, 1 float16, 2 bfloat16.
+template <int DT>
+__device__ __forceinline__ float cs_load(const void* base, i64 i) {
+    if constexpr (DT == 0) {
+        return static_cast<const float*>(base)[i];
+    } else if constexpr (DT == 1) {
+        u16 h = static_cast<const u16*>(base)[i];
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+        return f;
+    } else {
+        return __uint_as_float(((u32)static_cast<const u16*>(base)[i]) << 16);
+    }
+}
+
+// seq_lens[b] clamped to [0, N]: a bad length never moves a read out of bounds.
+// LT: 0 int32, 1 int64.
+template <int LT>
+__device__ __forceinline__ int cs_seq_len(const void* seq_lens, int b, int N) {
+    i64 l;
+    if constexpr (LT == 0) l = static_cast<const int*>(seq_lens)[b];
+    else l = static_cast<const i64*>(seq_lens)[b];
+    l = l < 0 ? 0 : l;
+    return (int)(l > N ? (i64)N : l);
+}
+
+// The SPEC ranks NaN as -inf; softmax and max treat it the same way.
+__device__ __forceinline__ float cs_clean(float x) { return x != x ? CS_NEG_INF : x; }
+
+// Order-preserving map float -> uint32 (larger float, larger key). NaN becomes -inf
+// and -0 becomes +0 first, so NaN never lands above +inf and -0 ties with +0.
+__device__ __forceinline__ u32 cs_key(float r) {
+    u32 u = __float_as_uint(cs_clean(r));
+    if (u == 0x80000000u) u = 0u;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Online softmax statistics: running max and sum of exp(s - max). The max starts at
+// -FLT_MAX (not -inf) so that an all -inf row sums to 0 instead of NaN.
+__device__ __forceinline__ void cs_stat_push(float& mx, float& sm, float s) {
+    if (s > mx) { sm = sm * __expf(mx - s) + 1.0f; mx = s; }
+    else { sm += __expf(s - mx); }
+}
+
+__device__ __forceinline__ void cs_stat_merge(float& mx, float& sm, float omx, float osm) {
+    float m = fmaxf(mx, omx);
+    sm = sm * __expf(mx - m) + osm * __expf(omx - m);
+    mx = m;
+}
+
+// Block-wide exclusive prefix sum of one int per thread (NT threads, NT % 32 == 0,
+// NT <= 1024). scratch holds >= 33 ints. Every thread gets the block total.
+template <int NT>
+__device__ __forceinline__ int cs_block_exscan(int v, int& total, int* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int y = __shfl_up_sync(CS_FULL, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) scratch[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < NT / 32 ? scratch[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int y = __shfl_up_sync(CS_FULL, w, o);
+            if (lane >= o) w += y;
+        }
+        scratch[lane] = w;
+    }
+    __syncthreads();
+    const int before = warp ? scratch[warp - 1] : 0;
+    total = scratch[NT / 32 - 1];
+    __syncthreads();
+    return before + x - v;
+}
+
+// Radix step: the bin holding the need-th largest element of a histogram.
+template <int NT>
+__device__ __forceinline__ void cs_find_bin(const int* h, int nbins, int need, int* scratch,
+                                            int* out) {
+    // out[0] = bin with above < need <= above + h[bin]; out[1] = above. Bins from the top.
+    const int per = nbins >= NT ? nbins / NT : 1;
+    const int mine = threadIdx.x * per < nbins ? per : 0;
+    int sum = 0;
+    for (int i = 0; i < mine; ++i) sum += h[nbins - 1 - (threadIdx.x * per + i)];
+    int total;
+    int run = cs_block_exscan<NT>(sum, total, scratch);
+    for (int i = 0; i < mine; ++i) {
+        const int bin = nbins - 1 - (threadIdx.x * per + i);
+        if (run < need && run + h[bin] >= need) { out[0] = bin; out[1] = run; }
+        run += h[bin];
+    }
+    __syncthreads();
+}
+
+// Phase timestamps for profiling (prof == nullptr in normal launches).
+__device__ __forceinline__ void cs_mark(long long* prof, int phase) {
+    if (prof != nullptr && threadIdx.x == 0) {
+        long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        prof[((i64)blockIdx.y * gridDim.x + blockIdx.x) * 32 + phase] = t;
+    }
+}
+
+// Exact top-K finish. `at(i)` (i < n) gives entries (key << 32 | position) in position
+// order; among those whose key has the top 12 bits b1, find the need-th largest key T
+// (radix levels on bits 19..8 and 7..0, over 4096 shared counts h) and the tie cut: a
+// key equal to T is taken iff its position <= pos_cut (the need-th equal key in
+// position order; INT_MAX when every equal key is taken).
+template <int NT, typename AT>
+__device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* scratch, int* found,
+                          u32& T, int& pos_cut) {
+    u32 prefix = b1;
+    int last_count = 0;
+    for (int level = 0; level < 2; ++level) {
+        const int shift = level == 0 ? 8 : 0;
+        const int nb = level == 0 ? 4096 : 256;
+        const int pbits = level == 0 ? 20 : 8;
+        for (int i = threadIdx.x; i < 4096; i += NT) h[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += NT) {
+            const u32 k = (u32)(at(i) >> 32);
+            if ((k >> pbits) == prefix) atomicAdd(&h[(k >> shift) & (nb - 1)], 1);
+        }
+        __syncthreads();
+        cs_find_bin<NT>(h, nb, need, scratch, found);
+        prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)found[0];
+        need -= found[1];
+        last_count = h[found[0]];
+        __syncthreads();
+    }
+    T = prefix;
+    pos_cut = 0x7fffffff;  // every key equal to T is taken ...
+    if (need < last_count) {
+        // ... unless the K-th key is tied: the need-th equal key in position order.
+        int run = 0;
+        for (int t0 = 0; t0 < n && run < need; t0 += NT) {
+            const int i = t0 + threadIdx.x;
+            const u64 e = i < n ? at(i) : 0ull;
+            const int f = i < n && (u32)(e >> 32) == T;
+            int total;
+            const int ex = cs_block_exscan<NT>(f, total, scratch);
+            if (f && run + ex + 1 == need) found[2] = (int)(u32)e;
+            run += total;
+        }
+        __syncthreads();
+        pos_cut = found[2];
+        __syncthreads();
+    }
+}
+
+// Thread-block clusters (sm_90): rank, barrier, and loads from a peer's shared memory.
+// Compiled for older targets they trap; plans only launch cluster kernels on sm_90+.
+__device__ __forceinline__ unsigned cs_cluster_rank() {
+#if __CUDA_ARCH__ >= 900
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+#else
+    __trap();
+    return 0;
+#endif
+}
+
+__device__ __forceinline__ void cs_cluster_sync() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+__device__ __forceinline__ u32 cs_peer_u32(const void* local, unsigned rank) {
+#if __CUDA_ARCH__ >= 900
+    const unsigned a = (unsigned)__cvta_generic_to_shared(local);
+    unsigned pa;
+    u32 v;
+    // Volatile (kept in program order, never hoisted over a cluster barrier) but with
+    // no memory clobber, so loads issued back to back overlap.
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(pa) : "r"(a), "r"(rank));
+    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(pa));
+    return v;
+#else
+    __trap();
+    return 0;
+#endif
+}
+
+// The last block of a group to arrive returns true (threadFenceReduction pattern).
+// Integer counter only: which block comes last never changes a result, because the
+// last block combines everyone's partials in a fixed order. It resets the counter
+// for the next launch.
+__device__ __forceinline__ bool cs_last_block(u32* counter, u32 nblocks, int* flag) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 old = atomicAdd(counter, 1u);
+        int last = old == nblocks - 1;
+        if (last) *counter = 0u;
+        *flag = last;
+    }
+    __syncthreads();
+    const bool last = *flag != 0;
+    if (last) __threadfence();
+    return last;
+}
+
+// One token's M codes as 32-bit words (byte m of the token in word m/4). VEC: the
+// row base is aligned to the load width, so wide loads are legal.
+template <int M, int VEC>
+__device__ __forceinline__ void cs_load_codes(const u8* __restrict__ p, u32 (&w)[(M + 3) / 4]) {
+    if constexpr (VEC && M % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < M / 16; ++i) {
+            uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + i);
+            w[4 * i] = v.x; w[4 * i + 1] = v.y; w[4 * i + 2] = v.z; w[4 * i + 3] = v.w;
+        }
+    } else if constexpr (VEC && M == 8) {
+        uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+        w[0] = v.x; w[1] = v.y;
+    } else if constexpr (VEC && M == 4) {
+        w[0] = __ldg(reinterpret_cast<const u32*>(p));
+    } else {
+#pragma unroll
+        for (int i = 0; i < (M + 3) / 4; ++i) w[i] = 0u;
+#pragma unroll
+        for (int i = 0; i < M; ++i) w[i >> 2] |= ((u32)__ldg(p + i)) << (8 * (i & 3));
+    }
+}
+
+// Lookup table of one group's head tile in shared memory: entry (m, c, j) holds
+//   dot(scale * q[h0 + j, m*DS:(m+1)*DS], cent[m, c, :])
+// for c < C and j < GT; zero elsewhere, so a code >= C reads a zero entry or (C a power
+// of two) wraps inside the table: never outside it.
+//
+// Layout. GP heads are stored per (m, c) as GP/4 float4 (or GP floats when GP < 4).
+// SKEW (GP % 4 == 0, M % 8 == 0): float4 v of (m, c) lives at
+//   ((m / 8 * V + v) * P + c) * 8 + m % 8          (V = GP / 4, in float4 units)
+// so sub-space m always sits in the 16-byte bank group m % 8. Token n walks its
+// sub-spaces starting at n % 8 (see cs_token_scores); the 8 threads of a quarter-warp
+// hold 8 consecutive tokens, so they read 8 different bank groups: no bank conflict,
+// whatever the codes. Without SKEW: (m * P + c) * GP + j.
+template <int GP, int M, int P>
+struct CsLayout {
+    static constexpr bool SKEW = GP % 4 == 0 && M % 8 == 0;
+    static constexpr int V = GP / 4;
+    __device__ static __forceinline__ int f4(int m, int c, int v) {  // float4 index
+        return ((m >> 3) * V + v) * P * 8 + c * 8 + (m & 7);
+    }
+};
+
+// 8 centroid elements (16-byte aligned): raw 16-byte words, then as floats. Split in
+// two so that a thread can put all its loads in flight before converting any.
+template <int CT>
+struct CsRaw8 { uint4 w[CT == 0 ? 2 : 1]; };
+
+template <int CT>
+__device__ __forceinline__ CsRaw8<CT> cs_cent8_load(const void* cent, i64 base) {
+    CsRaw8<CT> r;
+    const uint4* p = CT == 0 ? reinterpret_cast<const uint4*>(static_cast<const float*>(cent) + base)
+                             : reinterpret_cast<const uint4*>(static_cast<const u16*>(cent) + base);
+#pragma unroll
+    for (int i = 0; i < (CT == 0 ? 2 : 1); ++i) r.w[i] = __ldg(p + i);
+    return r;
+}
+
+template <int CT>
+__device__ __forceinline__ void cs_cent8_unpack(const CsRaw8<CT>& r, float (&cv)[8]) {
+    if constexpr (CT == 0) {
+        cv[0] = __uint_as_float(r.w[0].x); cv[1] = __uint_as_float(r.w[0].y);
+        cv[2] = __uint_as_float(r.w[0].z); cv[3] = __uint_as_float(r.w[0].w);
+        cv[4] = __uint_as_float(r.w[1].x); cv[5] = __uint_as_float(r.w[1].y);
+        cv[6] = __uint_as_float(r.w[1].z); cv[7] = __uint_as_float(r.w[1].w);
+    } else {
+        const u32 wv[4] = {r.w[0].x, r.w[0].y, r.w[0].z, r.w[0].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            if constexpr (CT == 1) {
+                float lo, hi;
+                asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"((u16)(wv[i] & 0xffffu)));
+                asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"((u16)(wv[i] >> 16)));
+                cv[2 * i] = lo; cv[2 * i + 1] = hi;
+            } else {
+                cv[2 * i] = __uint_as_float(wv[i] << 16);
+                cv[2 * i + 1] = __uint_as_float(wv[i] & 0xffff0000u);
+            }
+        }
+    }
+}
+
+template <int GT, int GP, int M, int P>
+__device__ __forceinline__ void cs_store_entry(float* lut, int m, int c, const float (&acc)[GP]) {
+    typedef CsLayout<GP, M, P> LY;
+    const int e = m * P + c;
+    if constexpr (LY::SKEW) {
+        float4* l4 = reinterpret_cast<float4*>(lut);
+#pragma unroll
+        for (int v = 0; v < GP / 4; ++v)
+            l4[LY::f4(m, c, v)] = make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
+    } else if constexpr (GP % 4 == 0) {
+#pragma unroll
+        for (int v = 0; v < GP / 4; ++v)
+            reinterpret_cast<float4*>(lut + (i64)e * GP)[v] =
+                make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
+    } else {
+#pragma unroll
+        for (int j = 0; j < GP; ++j) lut[(i64)e * GP + j] = acc[j];
+    }
+}
+
+template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int NT>
+__device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
+                             const void* cent, i64 c_off, int C, float scale) {
+    constexpr int PER = (M * P + NT - 1) / NT;          // entries per thread
+    constexpr int CH = DS / 8;                          // 8-element chunks per entry
+    if constexpr (CVEC && DS % 8 == 0 && PER * CH * (CT == 0 ? 2 : 1) <= 8) {
+        // Every load of the thread first (all in flight at once), then the arithmetic:
+        // the table costs about one memory latency instead of one per entry. When a
+        // thread's entries share one sub-space (contiguous entries, P % PER == 0) and
+        // its q slice is small, that slice sits in registers: no shared-memory load
+        // per multiply-add.
+        constexpr bool CONTIG = P % PER == 0 && GT * DS <= 32;
+        CsRaw8<CT> raw[PER][CH];
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            const int e = CONTIG ? threadIdx.x * PER + k : threadIdx.x + k * NT;
+            const int m = e / P, c = e % P;
+            if (e < M * P && c < C) {
+#pragma unroll
+                for (int h = 0; h < CH; ++h)
+                    raw[k][h] = cs_cent8_load<CT>(cent, c_off + ((i64)m * C + c) * DS + h * 8);
+            }
+        }
+        // q after the centroid loads are in flight: the two latencies overlap.
+        for (int i = threadIdx.x; i < GT * M * DS; i += NT) qs[i] = cs_load<QT>(q, q_off + i) * scale;
+        __syncthreads();
+        if constexpr (CONTIG) {
+            const int m0 = (threadIdx.x * PER) / P;
+            float qr[GT][DS];
+            if (threadIdx.x * PER < M * P) {
+#pragma unroll
+                for (int j = 0; j < GT; ++j)
+#pragma unroll
+                    for (int d = 0; d < DS; ++d) qr[j][d] = qs[(j * M + m0) * DS + d];
+            }
+#pragma unroll
+            for (int k = 0; k < PER; ++k) {
+                const int e = threadIdx.x * PER + k;
+                if (e < M * P) {
+                    const int c = e % P;
+                    float acc[GP];
+#pragma unroll
+                    for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
+                    if (c < C) {
+#pragma unroll
+                        for (int h = 0; h < CH; ++h) {
+                            float cv[8];
+                            cs_cent8_unpack<CT>(raw[k][h], cv);
+#pragma unroll
+                            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                                for (int j = 0; j < GT; ++j)
+                                    acc[j] = fmaf(qr[j][h * 8 + i], cv[i], acc[j]);
+                        }
+                    }
+                    cs_store_entry<GT, GP, M, P>(lut, m0, c, acc);
+                }
+            }
+        } else {
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            const int e = threadIdx.x + k * NT;
+            if (e < M * P) {
+                const int m = e / P, c = e % P;
+                float acc[GP];
+#pragma unroll
+                for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
+                if (c < C) {
+#pragma unroll
+                    for (int h = 0; h < CH; ++h) {
+                        float cv[8];
+                        cs_cent8_unpack<CT>(raw[k][h], cv);
+#pragma unroll
+                        for (int i = 0; i < 8; ++i)
+#pragma unroll
+                            for (int j = 0; j < GT; ++j)
+                                acc[j] = fmaf(qs[(j * M + m) * DS + h * 8 + i], cv[i], acc[j]);
+                    }
+                }
+                cs_store_entry<GT, GP, M, P>(lut, m, c, acc);
+            }
+        }
+        }
+    } else {
+        for (int i = threadIdx.x; i < GT * M * DS; i += NT) qs[i] = cs_load<QT>(q, q_off + i) * scale;
+        __syncthreads();
+        for (int e = threadIdx.x; e < M * P; e += NT) {
+            const int m = e / P, c = e % P;
+            float acc[GP];
+#pragma unroll
+            for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
+            if (c < C) {
+                const i64 base = c_off + ((i64)m * C + c) * DS;
+                if constexpr (CVEC && DS % 8 == 0) {
+#pragma unroll 4
+                    for (int d0 = 0; d0 < DS; d0 += 8) {
+                        float cv[8];
+                        cs_cent8_unpack<CT>(cs_cent8_load<CT>(cent, base + d0), cv);
+#pragma unroll
+                        for (int i = 0; i < 8; ++i)
+#pragma unroll
+                            for (int j = 0; j < GT; ++j)
+                                acc[j] = fmaf(qs[(j * M + m) * DS + d0 + i], cv[i], acc[j]);
+                    }
+                } else {
+#pragma unroll 8
+                    for (int d = 0; d < DS; ++d) {
+                        const float c1 = cs_load<CT>(cent, base + d);
+#pragma unroll
+                        for (int j = 0; j < GT; ++j) acc[j] = fmaf(qs[(j * M + m) * DS + d], c1, acc[j]);
+                    }
+                }
+            }
+            cs_store_entry<GT, GP, M, P>(lut, m, c, acc);
+        }
+    }
+    __syncthreads();
+}
+
+// Rotate a token's code bytes so that byte i becomes byte (i + r) % M (0 <= r < 8).
+template <int M>
+__device__ __forceinline__ void cs_rotate_codes(u32 (&w)[(M + 3) / 4], int r) {
+    constexpr int MW = M / 4;
+    u32 t[MW];
+    const bool word = (r & 4) != 0;
+#pragma unroll
+    for (int i = 0; i < MW; ++i) t[i] = word ? w[(i + 1) % MW] : w[i];
+    const u32 sh = 8u * (u32)(r & 3);
+#pragma unroll
+    for (int i = 0; i < MW; ++i) w[i] = __funnelshift_r(t[i], t[(i + 1) % MW], sh);
+}
+
+// Per-thread bank offsets of the skewed walk for rotation r: off[i] is the float4
+// index of (m = (i + r) % M, c = 0, v = 0).
+template <int GP, int M, int P>
+__device__ __forceinline__ void cs_skew_offsets(int r, int (&off)[M]) {
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+        int m = i + r;
+        if (m >= M) m -= M;
+        off[i] = CsLayout<GP, M, P>::f4(m, 0, 0);
+    }
+}
+
+// Scores of one token for the GT heads of the tile: acc[j] = sum_m lut[m, code_m, j].
+// With SKEW the sum runs over m = (r + i) % M, i = 0..M-1, r = n % 8 for token n, in
+// every kernel, so a token's scores are the same bits wherever they are computed; off
+// comes from cs_skew_offsets(r). Without SKEW, m = 0..M-1 (r and off unused).
+template <int GP, int M, int P>
+__device__ __forceinline__ void cs_token_scores(const float* lut, u32 (&w)[(M + 3) / 4], int r,
+                                                const int (&off)[M], float (&acc)[GP]) {
+    typedef CsLayout<GP, M, P> LY;
+#pragma unroll
+    for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
+    if constexpr (LY::SKEW) {
+        cs_rotate_codes<M>(w, r);
+        const float4* l4 = reinterpret_cast<const float4*>(lut);
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+            const int c = (int)((w[i >> 2] >> (8 * (i & 3))) & (u32)(P - 1));
+#pragma unroll
+            for (int v = 0; v < LY::V; ++v) {
+                const float4 t = l4[off[i] + c * 8 + v * P * 8];
+                acc[4 * v] += t.x; acc[4 * v + 1] += t.y; acc[4 * v + 2] += t.z; acc[4 * v + 3] += t.w;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            const u32 c = (w[m >> 2] >> (8 * (m & 3))) & (u32)(P - 1);
+            const float* e = lut + (m * P + c) * GP;
+            if constexpr (GP % 4 == 0) {
+#pragma unroll
+                for (int v = 0; v < GP / 4; ++v) {
+                    const float4 t = reinterpret_cast<const float4*>(e)[v];
+                    acc[4 * v] += t.x; acc[4 * v + 1] += t.y; acc[4 * v + 2] += t.z; acc[4 * v + 3] += t.w;
+                }
+            } else if constexpr (GP == 2) {
+                const float2 t = reinterpret_cast<const float2*>(e)[0];
+                acc[0] += t.x; acc[1] += t.y;
+            } else {
+#pragma unroll
+                for (int j = 0; j < GP; ++j) acc[j] += e[j];
+            }
+        }
+    }
+}
+"""

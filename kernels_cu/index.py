@@ -1,0 +1,56 @@
+"""Weights stage of max and mean.
+
+The merge-free index output itself is the last part of cs_topk (kernels_cu/topk.py):
+sink and window ranges are written straight into their slots, and the heavy tokens,
+kept in position order all the way, get their slots from one prefix sum. softmax_sum's
+weight, r / G, is written there too.
+
+cs_weights, grid (ceil(S+K+W / WCH), B*Hkv): for max and mean, re-scores only the
+selected tokens with the group's lookup table and writes mean_h exp(s_h - LSE_h).
+"""
+
+INDEX = r"""
+// Weights of the selected tokens for max / mean (one launch per head tile; the first
+// tile writes, later ones add, the last divides by G).
+template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int VEC, int NT>
+__global__ void __launch_bounds__(NT) cs_weights(
+    const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
+    const float* __restrict__ lse, const int* __restrict__ out_idx, float* __restrict__ out_w,
+    int Hkv, int G, int N, int C, int KT, float scale, int h0, int wch, int cent_per_seq,
+    int first_tile, int last_tile) {
+    extern __shared__ float4 cs_smem4[];
+    float* lut = reinterpret_cast<float*>(cs_smem4);
+    float* qs = lut + M * P * GP;
+    const int row = blockIdx.y, b = row / Hkv, g = row % Hkv;
+    const int D = M * DS;
+    const int lo = blockIdx.x * wch, hi = min(lo + wch, KT);
+    const i64 q_off = ((i64)b * Hkv * G + (i64)g * G + h0) * D;
+    const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
+    cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
+    float lse_r[GT];
+#pragma unroll
+    for (int j = 0; j < GT; ++j) lse_r[j] = lse[(i64)row * G + h0 + j];
+    const u8* crow = codes + (i64)row * N * M;
+    const i64 obase = (i64)row * KT;
+    for (int j = lo + threadIdx.x; j < hi; j += NT) {
+        const int n = out_idx[obase + j];
+        float wsum = 0.0f;
+        if (n >= 0) {
+            u32 w[(M + 3) / 4];
+            cs_load_codes<M, VEC>(crow + (i64)n * M, w);
+            int off[M];
+            cs_skew_offsets<GP, M, P>(n & 7, off);
+            float acc[GP];
+            cs_token_scores<GP, M, P>(lut, w, n & 7, off, acc);
+#pragma unroll
+            for (int h = 0; h < GT; ++h) {
+                const float p = __expf(cs_clean(acc[h]) - lse_r[h]);
+                wsum += p == p ? p : 0.0f;
+            }
+        }
+        if (!first_tile) wsum += out_w[obase + j];
+        if (last_tile) wsum *= 1.0f / (float)G;
+        out_w[obase + j] = n >= 0 ? wsum : 0.0f;
+    }
+}
+"""

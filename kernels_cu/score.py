@@ -1,0 +1,249 @@
+"""Score stage: PQ lookup-table scores, softmax statistics and the first radix level.
+
+Grid (nsplit, B*Hkv): block (split, row) scores tokens [split*split_len, ...) of one
+(sequence, kv head) row with the group's lookup table in shared memory, U tokens per
+thread in flight. PASS bits:
+  1  softmax statistics: per-head (max, sum exp) of the block; the row's last block
+     folds them, in split order, into LSE.
+  2  ranking scores r into rbuf (added to / maxed with the previous head tile's when
+     not the first tile); on the last head tile also a 4096-bin histogram of the top
+     12 key bits of the candidates, and the row's last block finds the bin that holds
+     the K-th largest key (radix level 1).
+softmax_sum runs PASS 1 then PASS 2 (it needs LSE before r); max and mean run PASS 3.
+SAVE: 1 = PASS 1 also stores the per-head scores in sbuf; 2 = PASS 2 reads them back
+instead of the codes (chosen where they fit in L2, so the second pass costs no
+lookup-table work and no HBM traffic).
+"""
+
+SCORE = r"""
+#define CS_HIST_BITS 12
+#define CS_HIST (1 << CS_HIST_BITS)
+#define CS_U 4
+
+template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
+          int PASS, int VEC, int SAVE, int NT, int MINB>
+__global__ void __launch_bounds__(NT, MINB) cs_score(
+    const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
+    const void* __restrict__ seq_lens, float* __restrict__ rbuf, float* __restrict__ sbuf,
+    float2* __restrict__ stats, float* __restrict__ lse, int* __restrict__ hist,
+    u32* __restrict__ counters, int4* __restrict__ rowstate, int Hkv, int G, int N, int C,
+    int S, int K, int W, float scale, int h0, int split_len, int cent_per_seq, int first_tile,
+    int last_tile) {
+    extern __shared__ float4 cs_smem4[];
+    float* lut = reinterpret_cast<float*>(cs_smem4);
+    float* qs = lut + M * P * GP;
+    constexpr bool USE_LUT = SAVE != 2;
+    int* shist = reinterpret_cast<int*>(USE_LUT ? qs + GT * M * DS : lut);
+    __shared__ float red_m[GT][NT / 32], red_s[GT][NT / 32], lse_s[GT];
+    __shared__ int scratch[40];
+
+    const int row = blockIdx.y, b = row / Hkv, g = row % Hkv;
+    const int split = blockIdx.x, nsplit = gridDim.x;
+    const int D = M * DS;
+    const int L = cs_seq_len<LT>(seq_lens, b, N);
+    const bool hist_on = (PASS & 2) && last_tile && K > 0 && (i64)L > (i64)S + K + W;
+    const int start = split * split_len;  // a multiple of 8: token n has n % 8 == tid % 8
+    const int end = min(start + split_len, L);
+    const i64 rbase = (i64)row * N;
+
+    if (USE_LUT && start < end) {
+        const i64 q_off = ((i64)b * Hkv * G + (i64)g * G + h0) * D;
+        const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
+        cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
+    }
+    if (hist_on) {
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
+    }
+    if constexpr (PASS == 2 && MODE == 0) {
+        if (threadIdx.x < GT) lse_s[threadIdx.x] = lse[(i64)row * G + h0 + threadIdx.x];
+    }
+    __syncthreads();
+
+    float mx[GT], sm[GT], lse_r[GT];
+#pragma unroll
+    for (int j = 0; j < GT; ++j) {
+        mx[j] = -CS_FLT_MAX; sm[j] = 0.0f;
+        if constexpr (PASS == 2 && MODE == 0) lse_r[j] = lse_s[j];
+        else lse_r[j] = 0.0f;
+    }
+    const int cand_lo = S, cand_hi = L - W;
+    const u8* crow = codes + rbase * M;
+    const float inv_g = 1.0f / (float)G;
+    const int rot = threadIdx.x & 7;
+    int off[M];
+    cs_skew_offsets<GP, M, P>(rot, off);
+
+    for (int n0 = start + threadIdx.x; n0 < end; n0 += NT * CS_U) {
+        float s[CS_U][GT];
+        if constexpr (USE_LUT) {
+            u32 w[CS_U][(M + 3) / 4];
+#pragma unroll
+            for (int u = 0; u < CS_U; ++u) {
+                const int n = n0 + u * NT;
+                if (n < end) {
+                    cs_load_codes<M, VEC>(crow + (i64)n * M, w[u]);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < (M + 3) / 4; ++i) w[u][i] = 0u;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < CS_U; ++u) {
+                float acc[GP];
+                cs_token_scores<GP, M, P>(lut, w[u], rot, off, acc);
+#pragma unroll
+                for (int j = 0; j < GT; ++j) s[u][j] = acc[j];
+            }
+        } else {
+#pragma unroll
+            for (int u = 0; u < CS_U; ++u) {
+                const int n = n0 + u * NT;
+                if (n < end) {
+                    const float* src = sbuf + (rbase + n) * GP;
+                    if constexpr (GP % 4 == 0) {
+#pragma unroll
+                        for (int v = 0; v < GP / 4; ++v) {
+                            const float4 t = __ldcs(reinterpret_cast<const float4*>(src) + v);
+                            float tv[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+                            for (int i = 0; i < 4; ++i)
+                                if (4 * v + i < GT) s[u][4 * v + i] = tv[i];
+                        }
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < GT; ++j) s[u][j] = __ldcs(src + j);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < CS_U; ++u) {
+            const int n = n0 + u * NT;
+            if (n >= end) break;
+            if constexpr (SAVE == 1) {
+                float* dst = sbuf + (rbase + n) * GP;
+                if constexpr (GP % 4 == 0) {
+#pragma unroll
+                    for (int v = 0; v < GP / 4; ++v) {
+                        float tv[4];
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) tv[i] = 4 * v + i < GT ? s[u][4 * v + i] : 0.0f;
+                        reinterpret_cast<float4*>(dst)[v] = make_float4(tv[0], tv[1], tv[2], tv[3]);
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < GT; ++j) dst[j] = s[u][j];
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < GT; ++j) s[u][j] = cs_clean(s[u][j]);
+            if constexpr (PASS & 1) {
+#pragma unroll
+                for (int j = 0; j < GT; ++j) cs_stat_push(mx[j], sm[j], s[u][j]);
+            }
+            if constexpr (PASS & 2) {
+                float r;
+                if constexpr (MODE == 0) {
+                    r = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < GT; ++j) {
+                        const float p = __expf(s[u][j] - lse_r[j]);
+                        r += p == p ? p : 0.0f;
+                    }
+                } else if constexpr (MODE == 1) {
+                    r = s[u][0];
+#pragma unroll
+                    for (int j = 1; j < GT; ++j) r = fmaxf(r, s[u][j]);
+                } else {
+                    r = s[u][0];
+#pragma unroll
+                    for (int j = 1; j < GT; ++j) r += s[u][j];
+                }
+                if (!first_tile) {
+                    const float prev = rbuf[rbase + n];
+                    r = MODE == 1 ? fmaxf(prev, r) : prev + r;
+                }
+                if (MODE == 2 && last_tile) r *= inv_g;
+                rbuf[rbase + n] = r;
+                if (hist_on && n >= cand_lo && n < cand_hi)
+                    atomicAdd(&shist[cs_key(r) >> (32 - CS_HIST_BITS)], 1);
+            }
+        }
+    }
+
+    if constexpr (PASS & 1) {
+        // Block (max, sumexp) per head: fixed butterfly, then warps in order.
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+        for (int j = 0; j < GT; ++j) {
+            float m = mx[j], t = sm[j];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
+                cs_stat_merge(m, t, om, ot);
+            }
+            if (lane == 0) { red_m[j][warp] = m; red_s[j][warp] = t; }
+        }
+        __syncthreads();
+        if (threadIdx.x < GT) {
+            const int j = threadIdx.x;
+            float m = red_m[j][0], t = red_s[j][0];
+            for (int i = 1; i < NT / 32; ++i) cs_stat_merge(m, t, red_m[j][i], red_s[j][i]);
+            stats[((i64)row * G + h0 + j) * nsplit + split] = make_float2(m, t);
+        }
+    }
+    if (hist_on) {
+        __syncthreads();
+        int* grow = hist + (i64)row * CS_HIST;
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) {
+            const int c = shist[i];
+            if (c) atomicAdd(grow + i, c);
+        }
+    }
+
+    if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) return;
+
+    if constexpr (PASS & 1) {
+        // LSE of each head from the nsplit partials, in a fixed order.
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        for (int j = warp; j < GT; j += NT / 32) {
+            const float2* src = stats + ((i64)row * G + h0 + j) * nsplit;
+            float m = -CS_FLT_MAX, t = 0.0f;
+            for (int i = lane; i < nsplit; i += 32) {
+                const float2 v = __ldcg(src + i);
+                cs_stat_merge(m, t, v.x, v.y);
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
+                cs_stat_merge(m, t, om, ot);
+            }
+            if (lane == 0) lse[(i64)row * G + h0 + j] = m + logf(t);
+        }
+    }
+    if (hist_on) {
+        // Radix level 1: the bin b1 with above(b1) < K <= above(b1) + hist[b1], where
+        // above(b) counts candidates in bins > b. Bins are walked from the top.
+        int* grow = hist + (i64)row * CS_HIST;
+        constexpr int PER = CS_HIST / NT;
+        int loc[PER];
+        int sum = 0;
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int bin = CS_HIST - 1 - (threadIdx.x * PER + i);
+            loc[i] = __ldcg(grow + bin);
+            sum += loc[i];
+        }
+        int total;
+        int run = cs_block_exscan<NT>(sum, total, scratch);
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int bin = CS_HIST - 1 - (threadIdx.x * PER + i);
+            if (run < K && run + loc[i] >= K) rowstate[row] = make_int4(bin, run, loc[i], 0);
+            run += loc[i];
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) grow[i] = 0;
+    }
+}
+"""

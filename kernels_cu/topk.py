@@ -1,0 +1,223 @@
+"""Block top-K stage: from the level-1 bin to one exact (key, position) threshold.
+
+Grid (nsplit, B*Hkv), the score stage's splits. Every block compacts, in position
+order, the candidates of its split whose key is in the row's bin b1 or above into its
+own segment of the candidate buffer (a segment has room for a whole split, so it
+cannot overflow). That is about K + |b1| tokens a row. The row's last block then finds
+the need-th largest key of bin b1 (ties to the smaller position), working on the
+segments as one flat list:
+  - BITONIC and at most CS_BITONIC_CAP keys in the bin: a bitonic sort in shared
+    memory of (key, ~position), descending; the need-th entry is the threshold;
+  - otherwise two more radix levels (bits 19..8, 7..0) and, only when the K-th key is
+    tied, an ordered scan for the tie cut.
+It writes the threshold (T, pos_cut): a candidate is heavy iff key > T, or key == T
+and position <= pos_cut; and for every segment the number of heavy tokens before it,
+so the index stage places each heavy token with no merge.
+"""
+
+TOPK = r"""
+#define CS_BITONIC_CAP 2048
+#define CS_MAX_SPLITS 4096
+#define CS_STAGE 4096
+// Inverse of cs_key (NaN and -0 were canonicalised before, so this is exact).
+__device__ __forceinline__ float cs_key_value(u32 k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+#define CS_TOPK_SMEM ((CS_STAGE + CS_BITONIC_CAP) * 8 + (CS_MAX_SPLITS + 1) * 4)
+
+// Segment of flat index i (segoff: nseg + 1 exclusive offsets in shared memory).
+__device__ __forceinline__ int cs_segment_of(const int* segoff, int nseg, int i) {
+    int lo = 0, hi = nseg - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (segoff[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+template <int LT, int MODE, int BITONIC, int NT>
+__global__ void __launch_bounds__(NT) cs_topk(
+    const void* __restrict__ seq_lens, const float* __restrict__ rbuf,
+    u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
+    u32* __restrict__ counters, const int4* __restrict__ rowstate, int* __restrict__ out_idx,
+    float* __restrict__ out_w, int* __restrict__ out_cnt, int Hkv, int G, int N, int S, int K,
+    int W, int split_len) {
+    // Dynamic shared memory (CS_TOPK_SMEM bytes): the staged flat list
+    // (key << 32 | position), the bitonic buffer aliased with the radix bins, and the
+    // segment offsets.
+    extern __shared__ u64 cs_topk_smem[];
+    u64* stage = cs_topk_smem;                                    // CS_STAGE
+    u64* work = stage + CS_STAGE;                                 // CS_BITONIC_CAP
+    int* h = reinterpret_cast<int*>(work);                        // 4096 bins
+    int* segoff = reinterpret_cast<int*>(work + CS_BITONIC_CAP);  // CS_MAX_SPLITS + 1
+    __shared__ int scratch[40];
+    __shared__ int found[4];
+
+    const int row = blockIdx.y, b = row / Hkv;
+    const int split = blockIdx.x, nsplit = gridDim.x;
+    const int L = cs_seq_len<LT>(seq_lens, b, N);
+    const int KT = S + K + W;
+    const i64 obase = (i64)row * KT;
+    const i64 rbase = (i64)row * N;
+    const float inv_g = 1.0f / (float)G;
+    constexpr bool WANT_W = MODE == 0;  // softmax_sum: weight = r / G; else cs_weights
+
+    // ---- sink, window, short rows: fixed positions, written where they go ----
+    if ((i64)L <= (i64)KT) {
+        const int lo = split * split_len, hi = min(lo + split_len, L);
+        for (int n = lo + threadIdx.x; n < hi; n += NT) {
+            out_idx[obase + n] = n;
+            if (WANT_W) out_w[obase + n] = rbuf[rbase + n] * inv_g;
+        }
+        if (split == 0) {
+            for (int j = L + threadIdx.x; j < KT; j += NT) {
+                out_idx[obase + j] = -1;
+                out_w[obase + j] = 0.0f;
+            }
+            if (threadIdx.x == 0) out_cnt[row] = L;
+        }
+        return;
+    }
+    if (split == 0) {
+        for (int j = threadIdx.x; j < S + W; j += NT) {
+            const int dst = j < S ? j : j + K;
+            const int n = j < S ? j : L - W + (j - S);
+            out_idx[obase + dst] = n;
+            if (WANT_W) out_w[obase + dst] = rbuf[rbase + n] * inv_g;
+        }
+        if (threadIdx.x == 0) out_cnt[row] = KT;
+    }
+    if (K == 0) return;  // uniform over the row: no block of it takes part below
+
+    // ---- every block: its split's candidates in bin b1 or above, in position order ----
+    const int4 st = rowstate[row];
+    const u32 b1 = (u32)st.x;
+    const int lo = max(split * split_len, S);
+    const int hi = min(split * split_len + split_len, L - W);
+    const i64 seg = rbase + (i64)split * split_len;
+
+    constexpr int IT = 4;
+    int kept = 0;
+    for (int t0 = lo; t0 < hi; t0 += NT * IT) {
+        u32 keys[IT];
+        int cnt = 0;
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            const int n = t0 + threadIdx.x * IT + i;
+            keys[i] = n < hi ? cs_key(rbuf[rbase + n]) : 0u;
+            cnt += (n < hi && (keys[i] >> 20) >= b1);
+        }
+        int total;
+        int o = cs_block_exscan<NT>(cnt, total, scratch) + kept;
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            const int n = t0 + threadIdx.x * IT + i;
+            if (n < hi && (keys[i] >> 20) >= b1) {
+                cand_key[seg + o] = keys[i];
+                cand_pos[seg + o] = n;
+                ++o;
+            }
+        }
+        kept += total;
+    }
+    if (threadIdx.x == 0) segcnt[(i64)row * nsplit + split] = kept;
+
+    if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) return;
+
+    // ---- the row's last block: the segments as one flat list, in position order ----
+    int carry = 0;
+    for (int s0 = 0; s0 < nsplit; s0 += NT) {
+        const int s = s0 + threadIdx.x;
+        const int v = s < nsplit ? __ldcg(segcnt + (i64)row * nsplit + s) : 0;
+        int total;
+        const int ex = cs_block_exscan<NT>(v, total, scratch);
+        if (s < nsplit) segoff[s] = carry + ex;
+        carry += total;
+    }
+    if (threadIdx.x == 0) segoff[nsplit] = carry;
+    __syncthreads();
+    const int flat = carry;  // about K + |b1| entries
+    // Entry i as (key << 32 | position): staged in shared memory when it fits (one pass
+    // of loads, many in flight), else read from the segments each time.
+    const bool staged = flat <= CS_STAGE;
+    auto load = [&](int i) -> u64 {
+        const int s = cs_segment_of(segoff, nsplit, i);
+        const i64 idx = rbase + (i64)s * split_len + (i - segoff[s]);
+        return ((u64)__ldcg(cand_key + idx) << 32) | (u64)(u32)__ldcg(cand_pos + idx);
+    };
+    if (staged) {
+#pragma unroll 4
+        for (int i = threadIdx.x; i < flat; i += NT) stage[i] = load(i);
+        __syncthreads();
+    }
+    auto at = [&](int i) -> u64 { return staged ? stage[i] : load(i); };
+
+    const int need1 = K - st.y;  // 1 <= need1 <= |b1|
+    const int cnt = st.z;
+    u32 T;
+    int pos_cut;
+    if (BITONIC && cnt <= CS_BITONIC_CAP) {
+        int npow = 1;
+        while (npow < cnt) npow <<= 1;
+        for (int i = threadIdx.x; i < npow; i += NT) work[i] = 0ull;
+        if (threadIdx.x == 0) found[0] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < flat; i += NT) {
+            const u64 e = at(i);
+            if ((u32)(e >> 52) == b1) {
+                const int slot = atomicAdd(&found[0], 1);  // order is irrelevant: we sort
+                work[slot] = (e & 0xffffffff00000000ull) | (u64)(~(u32)e);
+            }
+        }
+        __syncthreads();
+        // Bitonic sort of (key, ~position), descending: larger key, then smaller position.
+        for (int kk = 2; kk <= npow; kk <<= 1) {
+            for (int jj = kk >> 1; jj > 0; jj >>= 1) {
+                for (int i = threadIdx.x; i < npow; i += NT) {
+                    const int p = i ^ jj;
+                    if (p > i) {
+                        const u64 a = work[i], c2 = work[p];
+                        if (((i & kk) == 0) ? (a < c2) : (a > c2)) { work[i] = c2; work[p] = a; }
+                    }
+                }
+                __syncthreads();
+            }
+        }
+        const u64 e = work[need1 - 1];
+        T = (u32)(e >> 32);
+        pos_cut = (int)(~(u32)e);
+        __syncthreads();
+    } else {
+        cs_finish<NT>(at, flat, b1, need1, h, scratch, found, T, pos_cut);
+    }
+
+    // ---- merge-free heavy output: the flat list is in position order, so a prefix
+    // sum over "passes the threshold" gives each heavy token its slot ----
+    int run = S;
+    for (int t0 = 0; t0 < flat; t0 += NT * IT) {
+        u64 e[IT];
+        bool f[IT];
+        int nf = 0;
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            const int j = t0 + threadIdx.x * IT + i;
+            e[i] = j < flat ? at(j) : 0ull;
+            const u32 k = (u32)(e[i] >> 32);
+            f[i] = j < flat && (k > T || (k == T && (int)(u32)e[i] <= pos_cut));
+            nf += f[i];
+        }
+        int total;
+        int o = run + cs_block_exscan<NT>(nf, total, scratch);
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            if (f[i]) {
+                out_idx[obase + o] = (int)(u32)e[i];
+                if (WANT_W) out_w[obase + o] = cs_key_value((u32)(e[i] >> 32)) * inv_g;
+                ++o;
+            }
+        }
+        run += total;
+    }
+}
+"""

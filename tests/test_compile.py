@@ -1,0 +1,46 @@
+"""Every kernel specialisation compiles with NVRTC for sm_80 and sm_90, with no GPU."""
+
+import pytest
+
+import kernels_cu
+from cupysel.compile import compile_for_arch
+
+SETS = kernels_cu.specializations()
+
+
+def _nvrtc_reason():
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as e:  # pragma: no cover - depends on the machine
+        return "NVRTC is not loadable: %s" % e
+    return None
+
+
+pytestmark = pytest.mark.skipif(_nvrtc_reason() is not None, reason=str(_nvrtc_reason()))
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("ks", SETS, ids=lambda ks: "-".join(n.split("<")[1].rstrip(">") for n in ks.names()[:1]) + "-" + ks.mode)
+def test_compiles(ks, arch):
+    cubin = compile_for_arch(ks, arch)
+    assert len(cubin) > 1000
+
+
+def test_specializations_cover_the_paths():
+    names = {n for ks in SETS for n in ks.names()}
+    assert any(ks.vec is False for ks in SETS) and any(ks.vec for ks in SETS)
+    assert {ks.subspaces for ks in SETS} >= {1, 2, 3, 4, 8, 16, 32, 64}
+    assert {ks.cvec for ks in SETS} == {True, False} and {ks.save for ks in SETS} == {True, False}
+    assert {ks.bitonic for ks in SETS} == {True, False}
+    assert any(len(ks.tiles) > 1 for ks in SETS), "a head-tiled set"
+    assert {ks.cluster for ks in SETS} >= {0, 1, 2, 4, 8, 16}
+    for prefix in ("cs_score<", "cs_topk<", "cs_weights<", "cs_fused<"):
+        assert any(n.startswith(prefix) for n in names)
+
+
+def test_broken_source_fails_loudly(monkeypatch):
+    monkeypatch.setattr(kernels_cu, "SOURCE", kernels_cu.SOURCE + "\n this is not C++;\n")
+    with pytest.raises(RuntimeError, match="NVRTC failed"):
+        compile_for_arch(SETS[0], "sm_90")

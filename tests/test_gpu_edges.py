@@ -1,0 +1,211 @@
+"""SPEC edge semantics, input errors on device arrays, memory safety and scale (GPU)."""
+
+import numpy as np
+import pytest
+
+import cupysel
+from cupysel import reference
+
+from .inputs import host_inputs, poison, to_device
+
+pytestmark = pytest.mark.gpu
+PATHS = ("auto", "staged")
+MODES = ("softmax_sum", "max", "mean")
+
+
+def run(host, sizes, path, exact=False, **params):
+    plan = cupysel.Selector(**sizes, **params)
+    plan._core.path = path
+    dev = to_device(*host)
+    sel = plan(*dev)
+    poison(sel)
+    sel = plan(*dev)
+    ref = reference.select(*host, **params)
+    errors = reference.verify(sel, ref, sink=params["sink"], window=params["window"],
+                              k=params["k"])
+    assert not errors, "\n".join(errors)
+    if exact:
+        np.testing.assert_array_equal(sel.indices.get(), ref.indices)
+    return sel, ref
+
+
+BASE = dict(batch=2, q_heads=8, kv_heads=2, head_dim=32, subspaces=4, n_centroids=16,
+            capacity=600)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", [
+    dict(sink=5, window=7, k=0, lens=[600, 300]),           # K = 0
+    dict(sink=0, window=7, k=50, lens=[600, 300]),          # S = 0
+    dict(sink=5, window=0, k=50, lens=[600, 300]),          # W = 0
+    dict(sink=0, window=0, k=50, lens=[600, 51]),           # only heavy
+    dict(sink=5, window=7, k=50, lens=[0, 600]),            # L = 0
+    dict(sink=5, window=7, k=50, lens=[62, 63]),            # L = S+K+W, L = S+K+W+1
+    dict(sink=5, window=7, k=50, lens=[1, 2]),              # tiny rows
+    dict(sink=600, window=0, k=0, lens=[600, 599]),         # all sink
+    dict(sink=0, window=0, k=600, lens=[600, 599]),         # K as large as the row
+    dict(sink=0, window=0, k=0, lens=[600, 0]),             # nothing selected at all
+])
+def test_edge_parameters(case, mode, path):
+    case = dict(case)
+    rng = np.random.default_rng(len(str(case)) + len(mode))
+    lens = case.pop("lens")
+    host = host_inputs(rng, **BASE, seq_lens=lens)
+    run(host, BASE, path, group_reduce=mode, **case)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("sizes", [
+    dict(batch=1, q_heads=7, kv_heads=1, head_dim=64, subspaces=8, n_centroids=32, capacity=999),
+    dict(batch=2, q_heads=28, kv_heads=4, head_dim=128, subspaces=16, n_centroids=256,
+         capacity=3000),
+    dict(batch=2, q_heads=4, kv_heads=2, head_dim=32, subspaces=1, n_centroids=200, capacity=800),
+    dict(batch=3, q_heads=2, kv_heads=1, head_dim=16, subspaces=2, n_centroids=5, capacity=1),
+], ids=["G7", "qwen", "M1", "N1"])
+@pytest.mark.parametrize("mode", MODES)
+def test_edge_shapes(sizes, mode, path):
+    rng = np.random.default_rng(11)
+    host = host_inputs(rng, **sizes)
+    run(host, sizes, path, group_reduce=mode, sink=3, window=4, k=min(40, sizes["capacity"]))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("poison_kind", ["nan_q", "inf_q", "ninf_cent", "nan_cent", "negzero_q"])
+def test_special_values(poison_kind, mode, path):
+    """NaN, +-inf and -0 in q or centroids follow the reference's rules exactly."""
+    rng = np.random.default_rng(12)
+    q, c, codes, lens = host_inputs(rng, **BASE, seq_lens=[600, 450], dtype="float32")
+    if poison_kind == "nan_q":
+        q[0, 1, 3] = np.nan               # head 1 of group 0: every score NaN
+    elif poison_kind == "inf_q":
+        q[1, 5, 0] = np.inf               # head 5 (group 1): +-inf scores, some NaN
+    elif poison_kind == "ninf_cent":
+        c[0, 2, 7, :] = -np.inf           # code 7 of sub-space 2: -inf / NaN scores
+    elif poison_kind == "nan_cent":
+        c[1, 0, 3, 1] = np.nan            # code 3 of sub-space 0 in group 1: NaN scores
+    else:
+        q[:] = -0.0                       # every score is +-0: all tie
+    run((q, c, codes, lens), BASE, path, exact=True, group_reduce=mode, sink=3, window=5, k=40)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mode", MODES)
+def test_all_ties_never_pad_inside_the_count(mode, path):
+    """Equal scores everywhere (C = 1): smallest positions win, no -1 inside counts."""
+    sizes = dict(BASE, n_centroids=1, capacity=5000)
+    rng = np.random.default_rng(13)
+    host = host_inputs(rng, **sizes, seq_lens=[5000, 4444])
+    sel, ref = run(host, sizes, path, exact=True, group_reduce=mode, sink=2, window=3, k=2000)
+    idx = sel.indices.get()
+    assert (idx >= 0).all()
+
+
+def test_errors_on_device_arrays():
+    import cupy
+
+    rng = np.random.default_rng(14)
+    q, c, codes, lens = to_device(*host_inputs(rng, **BASE, seq_lens=[600, 600]))
+    kw = dict(sink=1, window=1, k=5)
+    cases = [
+        ((q.astype(cupy.int8), c, codes, lens), TypeError,
+         "Invalid dtype of q: expected one of \\(float16, bfloat16, float32\\), got int8"),
+        ((q, c, codes.astype(cupy.int32), lens), TypeError, "Invalid dtype of codes"),
+        ((q, c, codes, lens.astype(cupy.float32)), TypeError, "Invalid dtype of seq_lens"),
+        ((q[0], c, codes, lens), ValueError, "Invalid rank of q"),
+        ((q, c[0], codes, lens), ValueError, "Invalid rank of centroids"),
+        ((q[:1], c, codes, lens), ValueError, "Invalid shape of"),
+        ((q, c[:, :, :8], codes, lens), ValueError, "Invalid (shape|layout) of centroids"),
+        ((q, c, codes[:, :, :, :2], lens), ValueError, "Invalid shape of centroids"),
+        ((q, c, codes, lens[:1]), ValueError, "Invalid shape of seq_lens"),
+        ((q[:, ::2], c, codes, lens), ValueError, "q_heads|Invalid"),
+        ((cupy.asfortranarray(q), c, codes, lens), ValueError,
+         "Invalid layout of q: expected a C-contiguous array"),
+        ((q, c, codes[:, :, ::2], lens), ValueError, "Invalid layout of codes|Invalid shape"),
+    ]
+    for args, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            cupysel.select(*args, **kw)
+    with pytest.raises(ValueError, match="Invalid group_reduce"):
+        cupysel.select(q, c, codes, lens, **kw, group_reduce="median")
+    plan = cupysel.Selector(**BASE, **kw)
+    with pytest.raises(ValueError, match="Invalid shape of codes"):
+        plan(q, c, codes[:, :, :300], lens)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_bad_contents_are_safe_and_check_raises(path):
+    """codes >= C and seq_lens outside [0, N]: no out-of-bounds access (the sanitizer run
+    covers this test), defined output shape; check=True raises ValueError."""
+    import cupy
+
+    sizes = dict(BASE, n_centroids=10)
+    rng = np.random.default_rng(15)
+    q, c, codes, lens = host_inputs(rng, **sizes, seq_lens=[600, 600])
+    codes[0, 0, ::7] = 255
+    bad_lens = np.array([-5, 10**6], np.int32)
+    dev = to_device(q, c, codes, lens)
+    for args in ((dev[0], dev[1], dev[2], dev[3]),
+                 (dev[0], dev[1], to_device(np.minimum(codes, 9))[0], cupy.asarray(bad_lens))):
+        plan = cupysel.Selector(**sizes, sink=3, window=4, k=30)
+        plan._core.path = path
+        sel = plan(*args)
+        cupy.cuda.Device().synchronize()
+        idx, cnt = sel.indices.get(), sel.counts.get()
+        assert ((idx >= -1) & (idx < sizes["capacity"])).all()
+        assert ((cnt >= 0) & (cnt <= 37)).all()
+        with pytest.raises(ValueError, match="Invalid (codes|seq_lens)"):
+            plan(*args, check=True)
+        with pytest.raises(ValueError, match="Invalid (codes|seq_lens)"):
+            cupysel.select(*args, sink=3, window=4, k=30, check=True)
+    good = cupysel.select(*to_device(q, c, np.minimum(codes, 9), lens), sink=3, window=4, k=30,
+                          check=True)
+    assert good.counts.get().tolist() == [[37, 37], [37, 37]]
+
+
+def test_more_than_2_31_code_bytes():
+    """B * Hkv * N * M = 2^31 + : positions past 2^27 in the last rows are exact.
+
+    Codes are 0 except K planted tokens per row with every code 1, whose scores are far
+    higher; the heavy set must be exactly the planted positions and the weights match
+    the closed form (float64)."""
+    import cupy
+
+    B, Hkv, G, D, M, N = 1, 8, 4, 64, 16, 2**24 + 64
+    S, W, K = 3, 5, 64
+    ds = D // M
+    rng = np.random.default_rng(16)
+    # heads of a group alike, so the planted code scores high for every head
+    q = np.repeat(rng.standard_normal((B, Hkv, 1, D)), G, axis=2).reshape(B, Hkv * G, D)
+    q = (q + 0.01 * rng.standard_normal(q.shape)).astype(np.float32)
+    cent = np.zeros((Hkv, M, 2, ds), np.float32)
+    for g in range(Hkv):
+        direction = q[0, g * G:(g + 1) * G].sum(0).reshape(M, ds)
+        cent[g, :, 1] = direction / np.linalg.norm(direction) * 2.0
+        cent[g, :, 0] = -cent[g, :, 1] * 0.01
+    codes = cupy.zeros((B, Hkv, N, M), np.uint8)
+    # the very end of every row (past 2^31 code bytes in the last rows) is planted too
+    planted = np.sort(np.stack([np.concatenate([
+        rng.choice(np.arange(S, N - W - 4), size=K - 4, replace=False),
+        np.arange(N - W - 4, N - W)]) for _ in range(Hkv)]), axis=1)
+    for g in range(Hkv):
+        codes[0, g, cupy.asarray(planted[g])] = 1
+    lens = cupy.asarray([N], np.int32)
+    sel = cupysel.select(cupy.asarray(q), cupy.asarray(cent), codes, lens, sink=S, window=W, k=K)
+    idx = sel.indices.get()
+    for g in range(Hkv):
+        np.testing.assert_array_equal(idx[0, g, :S], np.arange(S))
+        np.testing.assert_array_equal(idx[0, g, S:S + K], planted[g])
+        np.testing.assert_array_equal(idx[0, g, S + K:], np.arange(N - W, N))
+    # weights in closed form: two score values per head
+    w = sel.weights.get()
+    scale = 1.0 / np.sqrt(D)
+    for g in range(Hkv):
+        cg = cent[g].astype(np.float64)
+        heads = q[0, g * G:(g + 1) * G].astype(np.float64).reshape(G, M, ds)
+        s1 = scale * np.einsum("hmd,md->h", heads, cg[:, 1])
+        s0 = scale * np.einsum("hmd,md->h", heads, cg[:, 0])
+        lse = np.logaddexp(np.log(K) + s1, np.log(N - K) + s0)
+        np.testing.assert_allclose(w[0, g, S:S + K], np.exp(s1 - lse).mean(), rtol=1e-4)
+        np.testing.assert_allclose(w[0, g, :S], np.exp(s0 - lse).mean(), rtol=1e-4, atol=1e-9)

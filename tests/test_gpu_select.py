@@ -1,0 +1,159 @@
+"""select() and Selector against the float64 reference, under the SPEC's rule."""
+
+import numpy as np
+import pytest
+
+import cupysel
+from cupysel import reference
+
+from .inputs import host_inputs, poison, to_device
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = ("float16", "bfloat16", "float32")
+MODES = ("softmax_sum", "max", "mean")
+N_RANDOM = 240
+# The reference costs about rows * N * G * M gathers in NumPy: keep each case cheap.
+WORK_BUDGET = 4e7
+
+
+def random_case(i):
+    """Case i of the random sweep: sizes, parameters, dtypes and value shapes."""
+    rng = np.random.default_rng(1000 + i)
+    G = int(rng.choice([1, 4, 7]))
+    Hkv = int(rng.integers(1, 9))
+    D = int(rng.choice([64, 128, 256]))
+    M = int(rng.choice([m for m in (1, 2, 4, 8, 16, 32) if D % m == 0]))
+    C = int(rng.integers(2, 257)) if rng.random() < 0.8 else int(rng.choice([2, 3, 4]))
+    B = int(rng.integers(1, 17))
+    logn = rng.uniform(0, 18)
+    N = max(1, int(2 ** logn))
+    while B * Hkv * N * G * M > WORK_BUDGET and N > 1:
+        if B > 1 and rng.random() < 0.5:
+            B = max(1, B // 2)
+        else:
+            N = max(1, N // 2)
+    S = int(rng.choice([0, 0, 1, 4, 32, int(rng.integers(0, 100))]))
+    W = int(rng.choice([0, 0, 1, 16, 64, int(rng.integers(0, 200))]))
+    K = int(rng.choice([0, 1, 7, 64, 410, 2048, int(rng.integers(0, max(2, N)))]))
+    mode = MODES[i % 3]
+    dtype = DTYPES[(i // 3) % 3]
+    c_dtype = dtype if rng.random() < 0.7 else str(rng.choice(DTYPES))
+    lens_kind = rng.choice(["full", "ragged", "short"])
+    if lens_kind == "full":
+        lens = np.full(B, N)
+    elif lens_kind == "ragged":
+        lens = rng.integers(0, N + 1, B)
+    else:
+        lens = np.minimum(N, rng.integers(0, S + K + W + 2, B))
+    return dict(batch=B, q_heads=G * Hkv, kv_heads=Hkv, head_dim=D, subspaces=M,
+                n_centroids=C, capacity=N, sink=S, window=W, k=K, group_reduce=mode,
+                dtype=dtype, c_dtype=c_dtype, seq_lens=lens,
+                len_dtype=str(rng.choice(["int32", "int64"])),
+                per_sequence_centroids=bool(rng.random() < 0.25),
+                scale=None if rng.random() < 0.8 else float(rng.uniform(0.01, 1.0)),
+                seed=int(rng.integers(1 << 30)))
+
+
+def split_case(case):
+    sizes = {k: case[k] for k in ("batch", "q_heads", "kv_heads", "head_dim", "subspaces",
+                                   "n_centroids", "capacity", "per_sequence_centroids")}
+    params = {k: case[k] for k in ("sink", "window", "k", "group_reduce", "scale")}
+    return sizes, params
+
+
+def run_case(case, path="auto", topk="radix"):
+    sizes, params = split_case(case)
+    rng = np.random.default_rng(case["seed"])
+    host = host_inputs(rng, **sizes, seq_lens=case["seq_lens"], dtype=case["dtype"],
+                       c_dtype=case["c_dtype"], len_dtype=case["len_dtype"])
+    dev = to_device(*host)
+    plan = cupysel.Selector(**sizes, **params)
+    plan._core.path, plan._core.topk = path, topk  # before the first call builds anything
+    sel = plan(*dev)  # first call allocates the plan's buffers
+    poison(sel)
+    sel = plan(*dev)
+    first = [x.copy() for x in sel]
+    ref = reference.select(*host, **params)
+    errors = reference.verify(sel, ref, sink=case["sink"], window=case["window"], k=case["k"])
+    assert not errors, "case %s:\n%s" % ({k: v for k, v in case.items() if k != "seq_lens"},
+                                          "\n".join(errors))
+    poison(sel)
+    sel = plan(*dev)
+    for a, b in zip(first, sel):
+        assert a.dtype == b.dtype
+        assert bool((a.view(np.int32) == b.view(np.int32)).all()), "second run differs"
+
+
+@pytest.mark.parametrize("i", range(N_RANDOM))
+def test_random_case(i):
+    run_case(random_case(i))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_select_function(mode, dtype):
+    """select() (fresh outputs each call) on a ragged batch, memory pool pre-poisoned."""
+    import cupy
+
+    rng = np.random.default_rng(7)
+    sizes = dict(batch=3, q_heads=8, kv_heads=2, head_dim=64, subspaces=8, n_centroids=32,
+                 capacity=3000)
+    host = host_inputs(rng, **sizes, seq_lens=[3000, 1500, 40], dtype=dtype)
+    dev = to_device(*host)
+    junk = cupy.full(64 << 20, 0xFF, np.uint8)  # freed blocks come back full of 0xFF
+    del junk
+    sel = cupysel.select(*dev, sink=4, window=16, k=100, group_reduce=mode)
+    ref = reference.select(*host, sink=4, window=16, k=100, group_reduce=mode)
+    assert not reference.verify(sel, ref, sink=4, window=16, k=100)
+
+
+def test_all_equal_scores_take_smallest_positions():
+    """C = 1: every score ties, so heavy must be exactly the first K candidates."""
+    rng = np.random.default_rng(3)
+    sizes = dict(batch=2, q_heads=8, kv_heads=2, head_dim=64, subspaces=4, n_centroids=1,
+                 capacity=5000)
+    host = host_inputs(rng, **sizes, seq_lens=[5000, 4321])
+    for mode in MODES:
+        sel = cupysel.select(*to_device(*host), sink=3, window=5, k=700, group_reduce=mode)
+        ref = reference.select(*host, sink=3, window=5, k=700, group_reduce=mode)
+        np.testing.assert_array_equal(sel.indices.get(), ref.indices)
+        assert not reference.verify(sel, ref, sink=3, window=5, k=700)
+
+
+def test_many_ties_take_the_radix_path():
+    """Few distinct scores and a large K: the tie bin exceeds the bitonic capacity."""
+    rng = np.random.default_rng(5)
+    sizes = dict(batch=1, q_heads=4, kv_heads=1, head_dim=16, subspaces=1, n_centroids=3,
+                 capacity=60000)
+    host = host_inputs(rng, **sizes, seq_lens=[60000])
+    for mode in MODES:
+        sel = cupysel.select(*to_device(*host), sink=2, window=2, k=25000, group_reduce=mode)
+        ref = reference.select(*host, sink=2, window=2, k=25000, group_reduce=mode)
+        np.testing.assert_array_equal(sel.indices.get(), ref.indices)
+        assert not reference.verify(sel, ref, sink=2, window=2, k=25000)
+
+
+@pytest.mark.parametrize("i", range(0, N_RANDOM, 2))
+def test_random_case_staged(i):
+    """The same cases on the staged path (score, top-K and weights kernels)."""
+    run_case(random_case(i), path="staged")
+
+
+@pytest.mark.parametrize("i", range(1, N_RANDOM, 6))
+def test_random_case_staged_bitonic(i):
+    """The staged path with the top-K finished by the bitonic sort where the bin is small."""
+    run_case(random_case(i), path="staged", topk="bitonic")
+
+
+def test_plans_of_growing_size_share_kernels():
+    """A second plan with the same kernels but a larger shared-memory need (regression:
+    the kernel's shared-memory limit was set once, for the first plan's size)."""
+    for n in (4096, 65536, 131072):
+        rng = np.random.default_rng(n)
+        sizes = dict(batch=1, q_heads=8, kv_heads=2, head_dim=128, subspaces=16,
+                     n_centroids=256, capacity=n)
+        host = host_inputs(rng, **sizes, seq_lens=[n])
+        sel = cupysel.select(*to_device(*host), sink=4, window=8, k=300)
+        ref = reference.select(*host, sink=4, window=8, k=300)
+        assert not reference.verify(sel, ref, sink=4, window=8, k=300)
