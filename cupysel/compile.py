@@ -10,7 +10,19 @@ import threading
 
 import kernels_cu
 
-NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14  # CUfunction_attribute
+MAX_DYNAMIC_SHARED_SIZE_BYTES = 8  # CUfunction_attribute
+NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
+
+
+def _set_attribute(fn, attribute, value):
+    """Set a function attribute on the loaded CUfunction itself, through the driver.
+
+    The kernels are launched with cuLaunchKernel on fn.kernel.ptr, not through CuPy;
+    RawKernel's own setters were seen not to be in effect for the first such launch
+    (the fuzzer found it: a first launch over 48 KiB failed, a second passed)."""
+    from cupy.cuda import driver
+
+    driver.funcSetAttribute(fn.kernel.ptr, attribute, int(value))
 _modules = {}
 _functions = {}
 _smem_limit = {}
@@ -31,7 +43,7 @@ def get_function(device_id, kernel_set, name, dynamic_smem=0):
         if fn is not None:
             if _smem_limit.get(key, 0) < dynamic_smem:
                 with cupy.cuda.Device(device_id):
-                    fn.max_dynamic_shared_size_bytes = dynamic_smem
+                    _set_attribute(fn, MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem)
                 _smem_limit[key] = dynamic_smem
             return fn
         with cupy.cuda.Device(device_id):
@@ -44,13 +56,11 @@ def get_function(device_id, kernel_set, name, dynamic_smem=0):
             fn = mod.get_function(name)
             if dynamic_smem:
                 # Static + dynamic above 48 KiB needs the opt-in, whatever the split.
-                fn.max_dynamic_shared_size_bytes = dynamic_smem
+                _set_attribute(fn, MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem)
             _smem_limit[key] = dynamic_smem
             if kernel_set.cluster > 8:
-                from cupy.cuda import driver
-
                 # Clusters of 16 CTAs are beyond the portable size of 8: opt in.
-                driver.funcSetAttribute(fn.kernel.ptr, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
+                _set_attribute(fn, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
         _functions[key] = fn
         return fn
 

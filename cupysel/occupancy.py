@@ -52,13 +52,15 @@ def cluster_capacity(device_id, cluster, smem):
                                  name_expressions=["cs_cluster_probe<%d>" % c
                                                    for c in kernels_cu.CLUSTER_SIZES])
             for c in kernels_cu.CLUSTER_SIZES:
+                from .compile import (MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                      NON_PORTABLE_CLUSTER_SIZE_ALLOWED, _set_attribute)
+
                 f = mod.get_function("cs_cluster_probe<%d>" % c)
                 attrs = cupy.cuda.Device(device_id).attributes
-                f.max_dynamic_shared_size_bytes = attrs["MaxSharedMemoryPerBlockOptin"]
+                _set_attribute(f, MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                               attrs["MaxSharedMemoryPerBlockOptin"])
                 if c > 8:
-                    from cupy.cuda import driver
-
-                    driver.funcSetAttribute(f.kernel.ptr, 14, 1)
+                    _set_attribute(f, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
                 _probes[(device_id, c)] = f
         fn = _probes[key]
     with cupy.cuda.Device(device_id):
