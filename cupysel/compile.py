@@ -15,36 +15,44 @@ NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
 
 
 def _set_attribute(fn, attribute, value):
-    """Set a function attribute on the loaded CUfunction itself, through the driver.
-
-    The kernels are launched with cuLaunchKernel on fn.kernel.ptr, not through CuPy;
-    RawKernel's own setters were seen not to be in effect for the first such launch
-    (the fuzzer found it: a first launch over 48 KiB failed, a second passed)."""
+    """Set an attribute on the loaded CUfunction that cupysel launches (fn.kernel.ptr)."""
     from cupy.cuda import driver
 
     driver.funcSetAttribute(fn.kernel.ptr, attribute, int(value))
 _modules = {}
 _functions = {}
-_smem_limit = {}
+_smem_limit = {}  # CUfunction pointer -> dynamic shared memory limit set
 _lock = threading.Lock()
 
 
 def get_function(device_id, kernel_set, name, dynamic_smem=0):
     """The compiled kernel `name` of `kernel_set` on `device_id`, its shared-memory limit
-    raised to at least `dynamic_smem` (plans of other sizes share the function)."""
+    raised to at least `dynamic_smem`.
+
+    The limit is kept per CUfunction and only ever raised: kernel sets that differ only
+    in fields a kernel does not use load the same CUfunction (CuPy caches modules by
+    source and names), so a plan must never lower a limit another plan relies on (the
+    fuzzer found exactly that: a launch asking 37376 bytes of a function left at 37248)."""
     key = (device_id, kernel_set, name)
     fn = _functions.get(key)
-    if fn is not None and _smem_limit.get(key, 0) >= dynamic_smem:
-        return fn
+    if fn is None:
+        fn = _load(device_id, kernel_set, name, key)
+    ptr = fn.kernel.ptr
+    if _smem_limit.get(ptr, 0) < dynamic_smem:
+        with _lock:
+            if _smem_limit.get(ptr, 0) < dynamic_smem:
+                # Static + dynamic above 48 KiB needs the opt-in, whatever the split.
+                _set_attribute(fn, MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem)
+                _smem_limit[ptr] = dynamic_smem
+    return fn
+
+
+def _load(device_id, kernel_set, name, key):
     import cupy
 
     with _lock:
         fn = _functions.get(key)
         if fn is not None:
-            if _smem_limit.get(key, 0) < dynamic_smem:
-                with cupy.cuda.Device(device_id):
-                    _set_attribute(fn, MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem)
-                _smem_limit[key] = dynamic_smem
             return fn
         with cupy.cuda.Device(device_id):
             mkey = (device_id, kernel_set)
@@ -54,10 +62,6 @@ def get_function(device_id, kernel_set, name, dynamic_smem=0):
                                      name_expressions=list(kernel_set.names()))
                 _modules[mkey] = mod
             fn = mod.get_function(name)
-            if dynamic_smem:
-                # Static + dynamic above 48 KiB needs the opt-in, whatever the split.
-                _set_attribute(fn, MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem)
-            _smem_limit[key] = dynamic_smem
             if kernel_set.cluster > 8:
                 # Clusters of 16 CTAs are beyond the portable size of 8: opt in.
                 _set_attribute(fn, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)

@@ -19,9 +19,10 @@ class Launch:
     "f" (float32); a value may be a name (str) to be bound later with ``bind``.
     """
 
-    __slots__ = ("fn", "grid", "block", "smem", "cells", "params", "slots")
+    __slots__ = ("fn", "grid", "block", "smem", "cells", "params", "slots", "name")
 
-    def __init__(self, fn_ptr, grid, block, smem, args):
+    def __init__(self, fn_ptr, grid, block, smem, args, name=""):
+        self.name = name
         self.fn = int(fn_ptr)
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
         self.block = tuple(block) + (1,) * (3 - len(block))
@@ -47,5 +48,17 @@ class Launch:
     def __call__(self, stream_ptr):
         from cupy.cuda import driver
 
-        driver.launchKernel(self.fn, *self.grid, *self.block, self.smem, stream_ptr,
-                            ctypes.addressof(self.params), 0)
+        try:
+            driver.launchKernel(self.fn, *self.grid, *self.block, self.smem, stream_ptr,
+                                ctypes.addressof(self.params), 0)
+        except driver.CUDADriverError as e:
+            attrs = {}
+            for key, code in (("max_dynamic_smem", 8), ("static_smem", 1), ("regs", 4),
+                              ("max_threads", 0), ("cluster_width", 11)):
+                try:
+                    attrs[key] = driver.funcGetAttribute(code, self.fn)
+                except Exception:
+                    pass
+            raise RuntimeError("launch of %s failed: %s (grid %s, block %s, dynamic shared "
+                               "memory %d, function %s)" % (self.name, e, self.grid, self.block,
+                                                           self.smem, attrs)) from e

@@ -296,7 +296,7 @@ class Core:
 
         def add(stage, name, grid, block, smem, args):
             fn = get_function(device_id, ks, name, smem)
-            prog.append((stage, Launch(fn.kernel.ptr, grid, block, smem, args)))
+            prog.append((stage, Launch(fn.kernel.ptr, grid, block, smem, args, name)))
 
         if geo.cluster:
             region1, smem = ks.fused_layout(geo.chunk)

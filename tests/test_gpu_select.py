@@ -157,3 +157,24 @@ def test_plans_of_growing_size_share_kernels():
         sel = cupysel.select(*to_device(*host), sink=4, window=8, k=300)
         ref = reference.select(*host, sink=4, window=8, k=300)
         assert not reference.verify(sel, ref, sink=4, window=8, k=300)
+
+
+def test_plans_sharing_a_function_never_lower_its_limit():
+    """Regression (found by the fuzzer): plan B, whose kernel set differs from plan A's
+    only in a field the fused kernel ignores (the staged top-K finish), loads the same
+    CUfunction; B's smaller shared-memory need must not lower the limit A relies on."""
+    sizes = dict(batch=1, q_heads=4, kv_heads=1, head_dim=64, subspaces=2, n_centroids=256)
+    rng = np.random.default_rng(21)
+    plans = []
+    for n, topk in ((1700, "radix"), (600, "bitonic")):
+        plan = cupysel.Selector(**sizes, capacity=n, sink=3, window=2, k=50)
+        plan._core.topk = topk
+        host = host_inputs(rng, **sizes, capacity=n, seq_lens=[n])
+        plans.append((plan, host))
+        sel = plan(*to_device(*host))
+        assert not reference.verify(sel, reference.select(*host, sink=3, window=2, k=50),
+                                    sink=3, window=2, k=50)
+    plan, host = plans[0]
+    sel = plan(*to_device(*host))  # plan A again, after plan B set the limit
+    assert not reference.verify(sel, reference.select(*host, sink=3, window=2, k=50),
+                                sink=3, window=2, k=50)
