@@ -66,6 +66,34 @@ __device__ __forceinline__ void cs_stat_merge(float& mx, float& sm, float omx, f
     mx = m;
 }
 
+// Per-head (max, sum exp) of the block, in a fixed order (xor butterfly in each warp,
+// then the warps in order): thread j < GT gets head j's result in (m, t).
+template <int GT, int NT>
+__device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const float (&sm)[GT],
+                                               float (*red_m)[NT / 32], float (*red_s)[NT / 32],
+                                               float& m, float& t) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < GT; ++j) {
+        float a = mx[j], b = sm[j];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float oa = __shfl_xor_sync(CS_FULL, a, o), ob = __shfl_xor_sync(CS_FULL, b, o);
+            cs_stat_merge(a, b, oa, ob);
+        }
+        if (lane == 0) { red_m[j][warp] = a; red_s[j][warp] = b; }
+    }
+    __syncthreads();
+    m = -CS_FLT_MAX;
+    t = 0.0f;
+    if (threadIdx.x < GT) {
+        const int j = threadIdx.x;
+        m = red_m[j][0];
+        t = red_s[j][0];
+        for (int i = 1; i < NT / 32; ++i) cs_stat_merge(m, t, red_m[j][i], red_s[j][i]);
+    }
+}
+
 // Block-wide exclusive prefix sum of one int per thread (NT threads, NT % 32 == 0,
 // NT <= 1024). scratch holds >= 33 ints. Every thread gets the block total.
 template <int NT>

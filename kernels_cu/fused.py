@@ -117,25 +117,9 @@ __global__ void __launch_bounds__(NT, 1) CS_CLUSTER_DIMS(CL) cs_fused(
     }
     cs_mark(prof, 2);
     {
-        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-        for (int j = 0; j < GT; ++j) {
-            float m = mx[j], t = sm[j];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
-                cs_stat_merge(m, t, om, ot);
-            }
-            if (lane == 0) { red_m[j][warp] = m; red_s[j][warp] = t; }
-        }
-        __syncthreads();
-        if (threadIdx.x < GT) {
-            const int j = threadIdx.x;
-            float m = red_m[j][0], t = red_s[j][0];
-            for (int i = 1; i < NT / 32; ++i) cs_stat_merge(m, t, red_m[j][i], red_s[j][i]);
-            stat_m[j] = m;
-            stat_s[j] = t;
-        }
+        float m, t;
+        cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);
+        if (threadIdx.x < GT) { stat_m[threadIdx.x] = m; stat_s[threadIdx.x] = t; }
     }
     cs_mark(prof, 3);
     cs_cluster_sync();  // every CTA's statistics are in place

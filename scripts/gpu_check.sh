@@ -2,7 +2,7 @@
 # The GPU check CI cannot do: install cupysel on the device machine, run the whole test
 # suite (GPU tests included) and `cupysel bench`, logs under $OUT.
 #   PYTEST_ARGS  extra pytest arguments (default: -n 8 when pytest-xdist is there)
-#   BENCH_ARGS   arguments for cupysel bench (default: --mode all --check)
+#   BENCH_ARGS   arguments for cupysel bench (default: --mode all --repeat 100)
 #   SKIP_TESTS=1 / SKIP_BENCH=1 to leave a part out
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
@@ -26,7 +26,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   tail -1 "$OUT/pytest.log"
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  cupysel bench ${BENCH_ARGS:---mode all --check} --output "$OUT/bench.txt" \
+  cupysel bench ${BENCH_ARGS:---mode all --repeat 100} --output "$OUT/bench.txt" \
     --plot "$OUT/bench.png" 2>"$OUT/bench.err"
   brc=$?
   [ $brc -ne 0 ] && { tail -5 "$OUT/bench.err"; rc=$brc; }
