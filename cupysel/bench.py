@@ -13,6 +13,7 @@ precomputed float32 scores, and cupysel's speedup over each.
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -297,6 +298,17 @@ def torch_peers(row, plan, probe, cfg, mode, repeat, progress):
         if errs:
             row.check += "; torch pipeline differs: " + errs[0]
     row.torch_pipeline_us = _torch_time(fn, max(10, repeat // 10))
+    # torch in, torch out: tensors through DLPack on torch's stream, to_torch(), sync
+    ts = []
+    tstream = torch.cuda.current_stream()
+    for i in range(max(20, repeat // 5)):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = plan(q, cent, codes, lens, stream=tstream).to_torch()
+        tstream.synchronize()
+        ts.append((time.perf_counter() - t0) * 1e6)
+    row.torch_io_sync_us = float(np.median(ts[2:]))
+    del out
     Hkv, N = cfg["kv_heads"], cfg["capacity"]
     scores = torch.randn(cfg["batch"] * Hkv, N, device=q.device)
     row.torch_topk_us = _torch_time(lambda: torch.topk(scores, K, dim=-1), repeat)
@@ -366,7 +378,8 @@ def header():
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or "unknown"
+                                text=True, timeout=5).stdout.strip()
+        commit = commit or os.environ.get("CUPYSEL_COMMIT", "unknown")
     except Exception:
         commit = "unknown"
     try:
@@ -405,12 +418,13 @@ def run(shapes, modes, dtype, repeat, check, progress=lambda s: None, with_torch
 COLUMNS = [("shape", "%-13s"), ("mode", "%-11s"), ("path", "%-9s"), ("gpu_us", "%8.1f"), ("gpu_p10_us", "%7.1f"),
            ("gpu_p90_us", "%7.1f"), ("floor_us", "%7.1f"), ("pct_floor", "%6.1f"),
            ("gbps", "%7.0f"), ("host_us", "%7.1f"), ("plan_sync_us", "%8.1f"),
-           ("select_sync_us", "%8.1f"), ("replay_sync_us", "%8.1f"),
+           ("select_sync_us", "%8.1f"), ("replay_sync_us", "%8.1f"), ("torch_io_sync_us", "%8.1f"),
            ("torch_pipeline_us", "%9.1f"), ("torch_topk_us", "%8.1f"),
            ("speedup_pipeline", "%7.1f"), ("speedup_topk", "%6.2f"), ("check", "%s")]
 SHORT = {"gpu_p10_us": "p10", "gpu_p90_us": "p90", "floor_us": "floor", "pct_floor": "%floor",
          "gbps": "GB/s", "host_us": "host", "plan_sync_us": "plan+sync",
          "select_sync_us": "sel+sync", "replay_sync_us": "replay+sync",
+         "torch_io_sync_us": "torch_io+sync",
          "torch_pipeline_us": "torch_pipe", "torch_topk_us": "topk", "speedup_pipeline": "x_pipe",
          "speedup_topk": "x_topk", "gpu_us": "gpu_us"}
 
