@@ -34,9 +34,10 @@ def main():
               help="Finish of the top-K stage: radix levels, or a bitonic sort of the tie bin "
                    "when it holds at most 2048 keys (for comparison).")
 @click.option("--path", default="auto", show_default=True,
-              type=click.Choice(["auto", "fused", "staged"]),
-              help="Launch path: auto (the plan's choice), fused (one cluster kernel a row) "
-                   "or staged (score, top-K, weights kernels), for comparison.")
+              type=click.Choice(["auto", "coop", "staged"]),
+              help="Launch path: auto (the plan's choice), coop (one cooperative kernel, "
+                   "CTAs of a row meeting in global memory) or staged (score, top-K, weights "
+                   "kernels), for comparison.")
 def bench_cmd(shapes, mode, dtype, fmt, output, plot, check, repeat, no_torch, topk, path):
     """Time select() on the SPEC's benchmark shapes (needs an NVIDIA GPU)."""
     shapes = list(shapes) or list(bench.SHAPES)

@@ -130,7 +130,7 @@ def plan_for(shape, mode, topk="radix", path="auto"):
     cfg = {k: v for k, v in SHAPES[shape].items() if k != "ragged"}
     plan = cupysel.Selector(**cfg, group_reduce=mode)
     plan._core.topk = topk  # "radix" or "bitonic": the staged path's top-K finish
-    plan._core.path = path  # "auto", "fused" or "staged"
+    plan._core.path = path  # "auto", "coop" or "staged"
     return plan
 
 
@@ -233,7 +233,7 @@ def bench_shape(shape, mode, dtype, repeat, bw, check, with_torch, progress, top
         row.replay_sync_us = float(np.median(rs[2:]))
 
     geo = plan._core.geometry(probe[0].device.id)
-    row.path = "fused/%d" % geo.cluster if geo.cluster else "staged"
+    row.path = "coop/%d" % geo.coop if geo.coop else "staged"
     row.code_mb = code_bytes / 1e6
     row.gbps = code_bytes / (row.gpu_us * 1e-6) / 1e9
     row.floor_us = code_bytes / bw * 1e6

@@ -11,7 +11,6 @@ import threading
 import kernels_cu
 
 MAX_DYNAMIC_SHARED_SIZE_BYTES = 8  # CUfunction_attribute
-NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14
 
 
 def _set_attribute(fn, attribute, value):
@@ -62,9 +61,6 @@ def _load(device_id, kernel_set, name, key):
                                      name_expressions=list(kernel_set.names()))
                 _modules[mkey] = mod
             fn = mod.get_function(name)
-            if kernel_set.cluster > 8:
-                # Clusters of 16 CTAs are beyond the portable size of 8: opt in.
-                _set_attribute(fn, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
         _functions[key] = fn
         return fn
 

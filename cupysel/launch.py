@@ -19,10 +19,11 @@ class Launch:
     "f" (float32); a value may be a name (str) to be bound later with ``bind``.
     """
 
-    __slots__ = ("fn", "grid", "block", "smem", "cells", "params", "slots", "name")
+    __slots__ = ("fn", "grid", "block", "smem", "cells", "params", "slots", "name", "cooperative")
 
-    def __init__(self, fn_ptr, grid, block, smem, args, name=""):
+    def __init__(self, fn_ptr, grid, block, smem, args, name="", cooperative=False):
         self.name = name
+        self.cooperative = cooperative  # every CTA resident at once, or the launch fails
         self.fn = int(fn_ptr)
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
         self.block = tuple(block) + (1,) * (3 - len(block))
@@ -49,12 +50,16 @@ class Launch:
         from cupy.cuda import driver
 
         try:
-            driver.launchKernel(self.fn, *self.grid, *self.block, self.smem, stream_ptr,
-                                ctypes.addressof(self.params), 0)
+            if self.cooperative:
+                driver.launchCooperativeKernel(self.fn, *self.grid, *self.block, self.smem,
+                                               stream_ptr, ctypes.addressof(self.params))
+            else:
+                driver.launchKernel(self.fn, *self.grid, *self.block, self.smem, stream_ptr,
+                                    ctypes.addressof(self.params), 0)
         except driver.CUDADriverError as e:
             attrs = {}
             for key, code in (("max_dynamic_smem", 8), ("static_smem", 1), ("regs", 4),
-                              ("max_threads", 0), ("cluster_width", 11)):
+                              ("max_threads", 0)):
                 try:
                     attrs[key] = driver.funcGetAttribute(code, self.fn)
                 except Exception:

@@ -20,14 +20,13 @@ import kernels_cu as kc
 from . import validate
 from .compile import get_function
 from .launch import Launch
-from .occupancy import cluster_capacity
 from .select import Selection
 
 MIN_SPLIT = 512
 TSPLIT_LEN = 4096
 MAX_SPLITS = 4096
 WEIGHTS_CHUNK = 1024
-STAGES = ("score", "topk", "weights", "fused")
+STAGES = ("score", "topk", "weights", "coop")
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,20 @@ class Geometry:
     tsplit_len: int  # tokens per top-K block
     save: bool       # softmax_sum keeps per-head scores for its second pass
     score_minb: int  # score blocks resident per SM (register cap of the score kernel)
-    cluster: int = 0  # > 0: fused path, a cluster of this many CTAs per row ...
+    coop: int = 0     # > 0: cooperative path, this many CTAs per row ...
     chunk: int = 0    # ... each owning this many positions (a multiple of 32)
 
 
 SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recomputes them
 
 
-def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, smem_per_block=227 * 1024,
-                  cc_major=9, path="auto", capacity=None):
+def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
+                  smem_per_block=227 * 1024):
     """Split rows so that the score blocks fill the GPU in one wave (as many as fit on
     the SMs at once, by shared memory); top-K and index blocks take TSPLIT_LEN tokens
     each, many waves, to hide latency. softmax_sum saves its per-head scores for the
-    second pass (which then reads 4 bytes a head instead of re-scoring) up to SAVE_LIMIT."""
+    second pass (which then reads 4 bytes a head instead of re-scoring) up to SAVE_LIMIT.
+    Where the cooperative path applies ("auto" or "coop") it is taken instead."""
     n = cfg.capacity
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
     gp = kc.padded_heads(tiles[0][1])
@@ -62,52 +62,38 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, smem_per_block=227 * 10
     tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
     save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
             and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
-    cluster, chunk = 0, 0
-    if path != "staged":
-        cluster, chunk, waves = fused_cluster(cfg, sm_count, smem_per_block, cc_major, capacity)
-        if path == "fused" and not cluster:
-            raise ValueError("the fused path does not fit this configuration on this device")
-        if path == "auto" and waves > MAX_FUSED_WAVES:
-            cluster, chunk = 0, 0
-    return Geometry(-(-n // split_len), split_len, -(-n // tlen), tlen, save, per_sm, cluster,
-                    chunk)
+    coop, chunk = 0, 0
+    if path in ("auto", "coop"):
+        coop, chunk = coop_geometry(cfg, sm_count, smem_per_block, cooperative)
+        if path == "coop" and not coop:
+            raise ValueError("the cooperative path does not fit this configuration on this device")
+    return Geometry(-(-n // split_len), split_len, -(-n // tlen), tlen, save, per_sm, coop, chunk)
 
 
-MAX_FUSED_WAVES = 1    # beyond this many waves of clusters the staged path is faster
-FUSED_OVERHEAD = 8192  # fixed cost of a cluster, in tokens of scoring (measured phases)
+COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for nothing
+COOP_STATIC_SMEM = 2048  # bytes kept for the cooperative kernel's static shared memory
 
 
-def fused_cluster(cfg, sm_count, smem_per_block, cc_major, capacity=None):
-    """(cluster size, chunk, waves) of the fused path, or (0, 0, 0) where it does not apply.
+def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True):
+    """(CTAs per row, chunk) of the cooperative path, or (0, 0) where it does not apply.
 
-    It needs sm_90 clusters, one lookup-table tile, and a chunk of per-head scores that
-    fits in shared memory next to the table. Among the sizes that fit, the one with the
-    least (waves of clusters) x (chunk + fixed cost): a cluster must fit in one GPC, so
-    how many run at once (`capacity(cluster, smem)`, from the driver) is not SMs / size.
-    """
+    Every CTA of the launch must be resident at once (one per SM: the kernel takes 128
+    registers a thread), so rows * CL <= SMs; the largest such CL (at most 32) gives the
+    smallest chunk, and the chunk's per-head scores must fit in shared memory next to
+    the table. One lookup-table tile only, with q of the tile (GT * D floats) fitting
+    in the 4096 counts it is staged in."""
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
-    if cc_major < 9 or len(tiles) != 1:
-        return 0, 0, 0
+    if not cooperative or len(tiles) != 1 or cfg.group * cfg.head_dim > 4096 or cfg.group > 32:
+        return 0, 0
+    cl = min(kc.COOP_MAX_CL, sm_count // cfg.rows, -(-cfg.capacity // COOP_MIN_CHUNK))
+    if cl < 1:
+        return 0, 0
+    chunk = -(-(-(-cfg.capacity // cl)) // 32) * 32
     probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
-                         "int32", cfg.group_reduce, False, tuple(tiles), cluster=1)
-    best = None
-    for cl in kc.CLUSTER_SIZES:
-        chunk = -(-cfg.capacity // cl)
-        chunk = -(-chunk // 32) * 32
-        if chunk > kc.NT_FUSED * 16:  # the index phase writes one tile of NT * 16
-            continue
-        probe = kc.KernelSet(**{**probe.__dict__, "cluster": cl})
-        smem = probe.fused_layout(chunk)[1]
-        if smem > smem_per_block - 4096:
-            continue
-        active = capacity(cl, smem) if capacity is not None else None
-        if not active:
-            active = max(1, sm_count // cl)
-        waves = -(-cfg.rows // active)
-        cost = waves * (chunk + FUSED_OVERHEAD)
-        if best is None or cost < best[0]:
-            best = (cost, cl, chunk, waves)
-    return best[1:] if best else (0, 0, 0)
+                         "int32", cfg.group_reduce, False, tuple(tiles), coop=True)
+    if probe.coop_layout(chunk)[1] > smem_per_block - COOP_STATIC_SMEM:
+        return 0, 0
+    return cl, chunk
 
 
 def _round_len(n, parts):
@@ -178,7 +164,7 @@ def _external(stream):
 
 
 BUFFER_NAMES = ("indices", "counts", "weights", "rbuf", "sbuf", "cand_key", "cand_pos", "stats",
-                "lse", "segcnt", "rowstate", "counters", "hist")
+                "lse", "segcnt", "rowstate", "counters", "hist", "bars", "xch", "glist")
 INPUT_NAMES = ("q", "cent", "codes", "lens")
 
 
@@ -195,7 +181,13 @@ class Buffers:
                 self.indices = cupy.empty(shape + (cfg.total,), np.int32)
                 self.counts = cupy.empty(shape, np.int32)
                 self.weights = cupy.empty(shape + (cfg.total,), np.float32)
-                if not geo.cluster:  # the fused path needs no workspace
+                if geo.coop:
+                    # Row barrier counters (only ever grow: zeroed here once), one 64-byte
+                    # line a row; an exchange record per CTA; a gathered bin per row.
+                    self.bars = cupy.zeros(cfg.rows * 8, np.uint64)
+                    self.xch = cupy.empty(cfg.rows * geo.coop * kc.COOP_X_STRIDE, np.int32)
+                    self.glist = cupy.empty(cfg.rows * kc.COOP_GATHER_CAP, np.uint64)
+                else:
                     self._workspace(cfg, geo)
 
     def _workspace(self, cfg, geo):
@@ -226,14 +218,14 @@ class Core:
 
     def __init__(self, cfg, topk="radix", path="auto"):
         self.cfg = cfg
-        self.path = path  # "auto" (fused where it applies), "fused" or "staged"
+        self.path = path  # "auto" (cooperative where it applies), "coop" or "staged"
         self.topk = topk  # "radix" (measured faster) or "bitonic": finish of the top-K stage
         self.tiles = tuple(kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids))
         self._geo = {}
         self._sets = {}
         self._programs = {}
         self._lock = threading.Lock()
-        self.prof = None  # a device int64 array [cluster * 32]: phase timestamps of row 0
+        self.prof = None  # a device int64 array [rows * CTAs * 32]: phase timestamps
 
     def geometry(self, device_id):
         geo = self._geo.get(device_id)
@@ -245,8 +237,8 @@ class Core:
             cc = int(dev.compute_capability) // 10
             geo = self._geo[device_id] = plan_geometry(
                 self.cfg, attrs["MultiProcessorCount"], attrs["MaxSharedMemoryPerMultiprocessor"],
-                attrs["MaxSharedMemoryPerBlockOptin"], cc, self.path,
-                (lambda cl, smem: cluster_capacity(device_id, cl, smem)) if cc >= 9 else None)
+                self.path, bool(attrs.get("CooperativeLaunch", 1)) and cc >= 7,
+                attrs["MaxSharedMemoryPerBlockOptin"])
         return geo
 
     def kernel_set(self, device_id, q, centroids, codes, seq_lens):
@@ -261,7 +253,7 @@ class Core:
             ks = self._sets[key] = kc.KernelSet(
                 m, self.cfg.n_centroids, ds, q.dtype.name, centroids.dtype.name,
                 seq_lens.dtype.name, self.cfg.group_reduce, vec, self.tiles, cvec, geo.save,
-                self.topk == "bitonic", geo.score_minb, geo.cluster)
+                self.topk == "bitonic", geo.score_minb, bool(geo.coop))
         return ks
 
     def check_contents(self, device_id, q, centroids, codes, seq_lens, stream):
@@ -294,19 +286,21 @@ class Core:
         per_seq = (I, int(cfg.per_sequence_centroids))
         prog = []
 
-        def add(stage, name, grid, block, smem, args):
+        def add(stage, name, grid, block, smem, args, cooperative=False):
             fn = get_function(device_id, ks, name, smem)
-            prog.append((stage, Launch(fn.kernel.ptr, grid, block, smem, args, name)))
+            prog.append((stage, Launch(fn.kernel.ptr, grid, block, smem, args, name,
+                                       cooperative)))
 
-        if geo.cluster:
-            region1, smem = ks.fused_layout(geo.chunk)
-            add("fused", ks.fused(), (geo.cluster, rows), (kc.NT_FUSED,), smem,
+        if geo.coop:
+            region1, smem = ks.coop_layout(geo.chunk)
+            add("coop", ks.coop_kernel(), (geo.coop, rows), (kc.NT_COOP,), smem,
                 [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "indices"),
-                 (P, "weights"), (P, "counts")] + dims + [(I, cfg.n_centroids)] + sk +
-                [(F, cfg.scale), (I, geo.chunk), (I, region1), per_seq, (P, "prof")])
+                 (P, "weights"), (P, "counts"), (P, "bars"), (P, "xch"), (P, "glist")] + dims +
+                [(I, cfg.n_centroids)] + sk +
+                [(F, cfg.scale), (I, geo.chunk), (I, region1), per_seq, (P, "prof")],
+                cooperative=True)
             self._programs[key] = prog
             return prog
-
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
                 add("score", ks.score(gt, bits), (geo.nsplit, rows), (kc.NT_SCORE,),

@@ -11,12 +11,12 @@ import itertools
 from dataclasses import dataclass
 
 from .common import COMMON
-from .fused import FUSED
+from .coop import COOP
 from .index import INDEX
 from .score import SCORE
 from .topk import TOPK
 
-SOURCE = COMMON + SCORE + TOPK + INDEX + FUSED
+SOURCE = COMMON + SCORE + TOPK + INDEX + COOP
 
 OPTIONS = ("-std=c++17",)
 
@@ -31,12 +31,10 @@ HIST_BYTES = 4096 * 4
 NT_SCORE = 512
 NT_TOPK = 512
 NT_WEIGHTS = 256
-NT_FUSED = 512
-GATHER_CAP = 1024  # CS_GATHER_CAP of fused.py
-# Portable cluster sizes only. 16 (non-portable, opted in) ran in probes but only 7 fit at
-# once on the H100 (2 waves for 8 rows), and the fuzzer saw its first launch fail
-# sporadically with CUDA_ERROR_INVALID_VALUE: see docs/perf-notes.md.
-CLUSTER_SIZES = (1, 2, 4, 8)
+NT_COOP = 512
+COOP_GATHER_CAP = 2048  # CS_COOP_GATHER_CAP of coop.py
+COOP_MAX_CL = 32   # CS_COOP_MAX_CL: CTAs per row of the cooperative path
+COOP_X_STRIDE = 64 + 2 * 4096 + 2 * 64  # CS_X_STRIDE: ints of one CTA's exchange record
 #: Dynamic shared memory of cs_topk: (CS_STAGE + CS_BITONIC_CAP) u64 + CS_MAX_SPLITS + 1 ints.
 TOPK_SMEM = (4096 + 2048) * 8 + (4096 + 1) * 4
 
@@ -85,7 +83,7 @@ class KernelSet:
     save: bool = False      # softmax_sum: pass 1 stores per-head scores, pass 2 reads them
     bitonic: bool = False   # finish top-K with the bitonic sort when the tie bin is small
     minb: int = 2           # score blocks per SM the register budget must allow
-    cluster: int = 0        # > 0: the fused path, one cluster of this many CTAs per row
+    coop: bool = False      # the cooperative path (cs_coop), CTAs per row set at launch
 
     @property
     def p(self):
@@ -113,19 +111,19 @@ class KernelSet:
         a = self._lut_args(gt) + (int(self.vec), NT_WEIGHTS)
         return "cs_weights<%s>" % ",".join(map(str, a))
 
-    def fused(self):
+    def coop_kernel(self):
         gt = self.tiles[0][1]
         a = self._lut_args(gt) + (SEQLEN_CODES[self.len_dtype], MODES[self.mode], int(self.vec),
-                                  self.cluster, NT_FUSED)
-        return "cs_fused<%s>" % ",".join(map(str, a))
+                                  NT_COOP)
+        return "cs_coop<%s>" % ",".join(map(str, a))
 
     def score_passes(self):
         """(pass_bits per launch, in order): softmax_sum needs LSE before ranking."""
         return (1, 2) if self.mode == "softmax_sum" else (3,)
 
     def names(self):
-        if self.cluster:
-            return (self.fused(),)
+        if self.coop:
+            return (self.coop_kernel(),)
         out = []
         for bits in self.score_passes():
             for _, gt in self.tiles:
@@ -141,15 +139,12 @@ class KernelSet:
         return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4 \
             + HIST_BYTES
 
-    def fused_layout(self, chunk):
-        """(region1 floats, dynamic shared memory bytes) of the fused kernel."""
-        gt = self.tiles[0][1]
-        gp = padded_heads(gt)
-        region1 = max(self.subspaces * self.p * gp, 2 * chunk)
-        region1 = -(-region1 // 4) * 4
-        smem = (region1 + chunk * gp) * 4 + HIST_BYTES + HIST_BYTES // self.cluster \
-            + 2 * GATHER_CAP * 8
-        return region1, smem
+    def coop_layout(self, chunk):
+        """(region1 floats, dynamic shared memory bytes) of the cooperative kernel: the
+        table (later the keys), chunk * GP scores, 4096 counts, the gathered bin."""
+        gp = padded_heads(self.tiles[0][1])
+        region1 = -(-max(self.subspaces * self.p * gp, chunk) // 4) * 4
+        return region1, (region1 + chunk * gp) * 4 + HIST_BYTES + COOP_GATHER_CAP * 8
 
     def weights_smem(self, gt):
         return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4
@@ -185,17 +180,18 @@ def specializations():
     for m, c, ds, g, qd, cd, ld, mode, vec, cvec, save, bitonic in extra:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
                               cvec=cvec, save=save, bitonic=bitonic))
-    fused = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, cluster
-        (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True, 8),
-        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True, 1),
-        (16, 256, 8, 4, "bfloat16", "bfloat16", "int32", "max", True, True, 8),
-        (16, 256, 8, 4, "float32", "float32", "int32", "mean", True, True, 4),
-        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, 1),
-        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False, 2),
-        (8, 2, 8, 5, "float32", "float32", "int32", "mean", True, False, 2),
-        (32, 17, 2, 8, "float16", "float32", "int32", "softmax_sum", False, False, 4),
+    coop = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec
+        (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True),
+        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True),
+        (16, 256, 8, 4, "bfloat16", "bfloat16", "int32", "max", True, True),
+        (16, 256, 8, 4, "float32", "float32", "int32", "mean", True, True),
+        (16, 256, 8, 7, "float16", "float16", "int64", "softmax_sum", True, True),
+        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True),
+        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False),
+        (8, 2, 8, 5, "float32", "float32", "int32", "mean", True, False),
+        (32, 17, 2, 8, "float16", "float32", "int32", "softmax_sum", False, False),
     ]
-    for m, c, ds, g, qd, cd, ld, mode, vec, cvec, cl in fused:
+    for m, c, ds, g, qd, cd, ld, mode, vec, cvec in coop:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
-                              cvec=cvec, cluster=cl))
+                              cvec=cvec, coop=True))
     return sets

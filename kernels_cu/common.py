@@ -67,11 +67,13 @@ __device__ __forceinline__ void cs_stat_merge(float& mx, float& sm, float omx, f
 }
 
 // Per-head (max, sum exp) of the block, in a fixed order (xor butterfly in each warp,
-// then the warps in order): thread j < GT gets head j's result in (m, t).
+// then one warp per head over the warps' partials): thread j < GT gets head j's result
+// in (m, t).
 template <int GT, int NT>
 __device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const float (&sm)[GT],
                                                float (*red_m)[NT / 32], float (*red_s)[NT / 32],
                                                float& m, float& t) {
+    constexpr int NW = NT / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
     for (int j = 0; j < GT; ++j) {
@@ -84,13 +86,22 @@ __device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const floa
         if (lane == 0) { red_m[j][warp] = a; red_s[j][warp] = b; }
     }
     __syncthreads();
+    // Heads in parallel, one warp each (a serial merge of the warps took ~0.8 us).
+    for (int j = warp; j < GT; j += NW) {
+        float a = lane < NW ? red_m[j][lane] : -CS_FLT_MAX, b = lane < NW ? red_s[j][lane] : 0.0f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float oa = __shfl_xor_sync(CS_FULL, a, o), ob = __shfl_xor_sync(CS_FULL, b, o);
+            cs_stat_merge(a, b, oa, ob);
+        }
+        if (lane == 0) { red_m[j][0] = a; red_s[j][0] = b; }
+    }
+    __syncthreads();
     m = -CS_FLT_MAX;
     t = 0.0f;
     if (threadIdx.x < GT) {
-        const int j = threadIdx.x;
-        m = red_m[j][0];
-        t = red_s[j][0];
-        for (int i = 1; i < NT / 32; ++i) cs_stat_merge(m, t, red_m[j][i], red_s[j][i]);
+        m = red_m[threadIdx.x][0];
+        t = red_s[threadIdx.x][0];
     }
 }
 
@@ -196,43 +207,6 @@ __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* scratch, 
         pos_cut = found[2];
         __syncthreads();
     }
-}
-
-// Thread-block clusters (sm_90): rank, barrier, and loads from a peer's shared memory.
-// Compiled for older targets they trap; plans only launch cluster kernels on sm_90+.
-__device__ __forceinline__ unsigned cs_cluster_rank() {
-#if __CUDA_ARCH__ >= 900
-    unsigned r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-#else
-    __trap();
-    return 0;
-#endif
-}
-
-__device__ __forceinline__ void cs_cluster_sync() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#else
-    __trap();
-#endif
-}
-
-__device__ __forceinline__ u32 cs_peer_u32(const void* local, unsigned rank) {
-#if __CUDA_ARCH__ >= 900
-    const unsigned a = (unsigned)__cvta_generic_to_shared(local);
-    unsigned pa;
-    u32 v;
-    // Volatile (kept in program order, never hoisted over a cluster barrier) but with
-    // no memory clobber, so loads issued back to back overlap.
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(pa) : "r"(a), "r"(rank));
-    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(pa));
-    return v;
-#else
-    __trap();
-    return 0;
-#endif
 }
 
 // The last block of a group to arrive returns true (threadFenceReduction pattern).
@@ -359,44 +333,85 @@ __device__ __forceinline__ void cs_store_entry(float* lut, int m, int c, const f
 
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int NT>
 __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
-                             const void* cent, i64 c_off, int C, float scale) {
+                             const void* cent, i64 c_off, int C, float scale,
+                             long long* prof = nullptr) {
     constexpr int PER = (M * P + NT - 1) / NT;          // entries per thread
     constexpr int CH = DS / 8;                          // 8-element chunks per entry
     if constexpr (CVEC && DS % 8 == 0 && PER * CH * (CT == 0 ? 2 : 1) <= 8) {
         // Every load of the thread first (all in flight at once), then the arithmetic:
         // the table costs about one memory latency instead of one per entry. When a
-        // thread's entries share one sub-space (contiguous entries, P % PER == 0) and
-        // its q slice is small, that slice sits in registers: no shared-memory load
-        // per multiply-add.
-        constexpr bool CONTIG = P % PER == 0 && GT * DS <= 32;
+        // thread's entries share one sub-space m and the q slice is small, that slice
+        // sits in registers: no shared-memory load per multiply-add (CONTIG). Its
+        // entries are spread so that a warp's loads are coalesced (with a thread's
+        // entries side by side, each load touched 32 lines, and the table, larger than
+        // the L1 the shared-memory carve-out leaves, came from L2 PER times over: 5 us
+        // for 64 KB) and its stores conflict-free:
+        //   skewed layout: lane l takes m = 8 mg + l % 8, c = cb + l / 8 + 4 k, so a
+        //     quarter-warp stores 8 sub-spaces of one c, one per bank group;
+        //   plain layout: lane l takes c = cb + l + 32 k of a warp-wide m.
+        typedef CsLayout<GP, M, P> LY;
+        constexpr bool SK = LY::SKEW && P % (4 * PER) == 0;
+        constexpr bool CONTIG = (SK || P % (32 * PER) == 0) && GT * DS <= 32;
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int cm = 0, cc = 0;  // CONTIG: this thread's m, and c of its entry k = cc + k * cstep
+        bool cvalid = false;
+        constexpr int cstep = SK ? 4 : 32;
+        if constexpr (SK) {
+            const int mg = warp / (P / (4 * PER));
+            cm = 8 * mg + (lane & 7);
+            cc = (warp % (P / (4 * PER))) * 4 * PER + (lane >> 3);
+            cvalid = mg < M / 8;
+        } else {
+            const int e0 = warp * PER * 32;
+            cm = e0 / P;
+            cc = e0 % P + lane;
+            cvalid = e0 < M * P;
+        }
+        // q first: the table waits for it, and loads issued after the centroids' queue
+        // behind them (measured: +2 us before q arrived).
+        float qv[(GT * M * DS + NT - 1) / NT];
+#pragma unroll
+        for (int u = 0; u < (GT * M * DS + NT - 1) / NT; ++u) {
+            const int i = threadIdx.x + u * NT;
+            qv[u] = i < GT * M * DS ? cs_load<QT>(q, q_off + i) : 0.0f;
+        }
         CsRaw8<CT> raw[PER][CH];
 #pragma unroll
         for (int k = 0; k < PER; ++k) {
-            const int e = CONTIG ? threadIdx.x * PER + k : threadIdx.x + k * NT;
-            const int m = e / P, c = e % P;
-            if (e < M * P && c < C) {
+            int m, c;
+            bool ok;
+            if constexpr (CONTIG) {
+                m = cm; c = cc + k * cstep; ok = cvalid;
+            } else {
+                const int e = threadIdx.x + k * NT;
+                m = e / P; c = e % P; ok = e < M * P;
+            }
+            if (ok && c < C) {
 #pragma unroll
                 for (int h = 0; h < CH; ++h)
                     raw[k][h] = cs_cent8_load<CT>(cent, c_off + ((i64)m * C + c) * DS + h * 8);
             }
         }
-        // q after the centroid loads are in flight: the two latencies overlap.
-        for (int i = threadIdx.x; i < GT * M * DS; i += NT) qs[i] = cs_load<QT>(q, q_off + i) * scale;
+        cs_mark(prof, 9);
+#pragma unroll
+        for (int u = 0; u < (GT * M * DS + NT - 1) / NT; ++u) {
+            const int i = threadIdx.x + u * NT;
+            if (i < GT * M * DS) qs[i] = qv[u] * scale;
+        }
         __syncthreads();
+        cs_mark(prof, 10);
         if constexpr (CONTIG) {
-            const int m0 = (threadIdx.x * PER) / P;
             float qr[GT][DS];
-            if (threadIdx.x * PER < M * P) {
+            if (cvalid) {
 #pragma unroll
                 for (int j = 0; j < GT; ++j)
 #pragma unroll
-                    for (int d = 0; d < DS; ++d) qr[j][d] = qs[(j * M + m0) * DS + d];
+                    for (int d = 0; d < DS; ++d) qr[j][d] = qs[(j * M + cm) * DS + d];
             }
 #pragma unroll
             for (int k = 0; k < PER; ++k) {
-                const int e = threadIdx.x * PER + k;
-                if (e < M * P) {
-                    const int c = e % P;
+                if (cvalid) {
+                    const int c = cc + k * cstep;
                     float acc[GP];
 #pragma unroll
                     for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
@@ -412,7 +427,7 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
                                     acc[j] = fmaf(qr[j][h * 8 + i], cv[i], acc[j]);
                         }
                     }
-                    cs_store_entry<GT, GP, M, P>(lut, m0, c, acc);
+                    cs_store_entry<GT, GP, M, P>(lut, cm, c, acc);
                 }
             }
         } else {

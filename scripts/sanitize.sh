@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # compute-sanitizer memcheck, racecheck, synccheck and initcheck over a GPU test subset
-# that runs every kernel (fused and staged paths, radix and bitonic finish, every
+# that runs every kernel (cooperative and staged paths, radix and bitonic finish, every
 # group_reduce, head tiles, special values, codes >= C and bad seq_lens). Logs under $OUT.
 # CuPy's memory pool is switched off (CUPYSEL_NO_POOL=1) so that every array is its own
 # allocation and an out-of-bounds access cannot hide inside a pooled block.

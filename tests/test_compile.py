@@ -35,8 +35,8 @@ def test_specializations_cover_the_paths():
     assert {ks.cvec for ks in SETS} == {True, False} and {ks.save for ks in SETS} == {True, False}
     assert {ks.bitonic for ks in SETS} == {True, False}
     assert any(len(ks.tiles) > 1 for ks in SETS), "a head-tiled set"
-    assert {ks.cluster for ks in SETS} >= {0, 1, 2, 4, 8}
-    for prefix in ("cs_score<", "cs_topk<", "cs_weights<", "cs_fused<"):
+    assert {ks.coop for ks in SETS} == {True, False}
+    for prefix in ("cs_score<", "cs_topk<", "cs_weights<", "cs_coop<"):
         assert any(n.startswith(prefix) for n in names)
 
 

@@ -161,7 +161,7 @@ def test_plans_of_growing_size_share_kernels():
 
 def test_plans_sharing_a_function_never_lower_its_limit():
     """Regression (found by the fuzzer): plan B, whose kernel set differs from plan A's
-    only in a field the fused kernel ignores (the staged top-K finish), loads the same
+    only in a field its kernels ignore (the staged top-K finish), loads the same
     CUfunction; B's smaller shared-memory need must not lower the limit A relies on."""
     sizes = dict(batch=1, q_heads=4, kv_heads=1, head_dim=64, subspaces=2, n_centroids=256)
     rng = np.random.default_rng(21)

@@ -1,0 +1,575 @@
+"""Cooperative path: the whole selection of a row by CL CTAs of one cooperative launch.
+
+Grid (CL, B*Hkv), launched cooperatively so that every CTA is resident at once (the
+driver refuses the launch otherwise: a CTA that waited on one never scheduled would
+hang). CTA `rank` of row (b, g) owns positions [rank*chunk, (rank+1)*chunk) and keeps
+their per-head scores in shared memory. The CTAs of a row exchange through a record
+each in global memory (L2) and meet at a row barrier (one thread: a release add and
+an acquire spin, ~0.7 us measured on the H100; no cluster needed, so CL can be 16 or
+more, where clusters of 16 fit only 7 at once). Phases, with the barriers:
+  score   lookup table (loads coalesced, first codes in flight meanwhile), scores of
+          the chunk, per-head (max, sum exp) of the CTA;
+  [B1]    softmax_sum: every CTA merges the CL statistics (fixed order) into LSE, then
+          computes r and the key of every token and a 4096-bin count of the top 12 key
+          bits; max / mean compute r first and export statistics and counts together;
+  [B2]    level 0: every CTA reads the 64-bin group sums of every CTA, finds the group
+          that holds the K-th key, then that group's 64 bins of every CTA: the K-th
+          key's bin b1, how many keys lie above it in each CTA, and how many in it;
+  [B3]    gather (|b1| <= CS_COOP_GATHER_CAP, the usual case): each CTA writes its keys of
+          bin b1 (key, position), in position order, at its offset of the row's list;
+          every CTA reads the list and finishes the threshold alone;
+  [B3,B4] otherwise two more levels (bits 19..8, then 7..0) the same way: the K-th key
+          T, and per CTA the keys above T and equal to T;
+  index   each CTA writes its heavy tokens in position order at S + (heavy tokens of
+          the CTAs before it): a block prefix sum, no merge. Sink and window positions
+          are written by the CTA that holds them; weights are computed for the chosen
+          tokens only, from the scores kept on chip.
+Every launch adds exactly CL * CS_COOP_NB arrivals to the row's counter, so the
+counter never needs resetting: a launch's barrier i waits for base + CL * (i + 1).
+"""
+
+COOP = r"""
+#define CS_COOP_NB 4
+#define CS_COOP_GATHER_CAP 2048
+#define CS_COOP_MAX_CL 32
+// One CTA's exchange record (ints): statistics (2 * GT <= 64 floats), two levels of
+// 4096 counts (a level writes one while the previous may still be read), and their
+// 64-bin group sums.
+#define CS_X_HIST 64
+#define CS_X_GROUP (64 + 2 * 4096)
+#define CS_X_STRIDE (64 + 2 * 4096 + 2 * 64)
+
+__device__ __forceinline__ u64 cs_ld_acquire(const u64* p) {
+    u64 v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void cs_red_release(u64* p, u64 v) {
+    asm volatile("red.release.gpu.global.add.u64 [%0], %1;" :: "l"(p), "l"(v) : "memory");
+}
+
+// Barrier of the CTAs of one row: the block's writes (ordered before thread 0 by
+// bar.sync) are released by thread 0's add; after the acquire spin and bar.sync every
+// thread reads the peers' records (with ld.cg: L1 is not coherent).
+__device__ __forceinline__ void cs_row_barrier(u64* ctr, u64 target) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        cs_red_release(ctr, 1ull);
+        while (cs_ld_acquire(ctr) < target) {
+        }
+    }
+    __syncthreads();
+}
+
+// Warp-wide: among 64 counts v (index 63 is the top), the index holding the need-th
+// element from the top: out[0] = index, out[1] = count above it. Needs
+// 1 <= need <= sum(v); exactly one lane writes.
+__device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
+    const int lane = threadIdx.x & 31;
+    const int hi = 63 - 2 * lane, lo = 62 - 2 * lane;
+    const int a = v[hi], c = v[lo];
+    int incl = a + c;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(CS_FULL, incl, o);
+        if (lane >= o) incl += y;
+    }
+    const int ex = incl - a - c;
+    if (ex < need && need <= ex + a) { out[0] = hi; out[1] = ex; }
+    else if (ex + a < need && need <= incl) { out[0] = lo; out[1] = ex + a; }
+}
+
+// Exact finish over the gathered bin (position order, in shared memory): the need-th
+// largest key T among the keys with top 12 bits b1 (radix levels on bits 19..8 and
+// 7..0, each bin found from 64-bin group sums by one warp: no block scan), and the tie
+// cut as in cs_finish: a key equal to T is taken iff its position <= pos_cut.
+template <int NT>
+__device__ void cs_finish_list(const u64* gl, int n, u32 b1, int need, int* h, int* tot,
+                               int* scratch, int* found, u32& T, int& pos_cut) {
+    u32 prefix = b1;
+    int last_count = 0;
+    for (int level = 0; level < 2; ++level) {
+        const int shift = level == 0 ? 8 : 0;
+        const int nb = level == 0 ? 4096 : 256;
+        const int pbits = level == 0 ? 20 : 8;
+        for (int i = threadIdx.x; i < nb; i += NT) h[i] = 0;
+        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += NT) {
+            const u32 k = (u32)(gl[i] >> 32);
+            if ((k >> pbits) == prefix) {
+                const int bin = (k >> shift) & (nb - 1);
+                atomicAdd(&h[bin], 1);
+                atomicAdd(&tot[bin >> 6], 1);
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x < 32) cs_find64(tot, need, found);
+        __syncthreads();
+        const int grp = found[0];
+        if (threadIdx.x < 32) cs_find64(h + grp * 64, need - found[1], found + 2);
+        __syncthreads();
+        const int bin = grp * 64 + found[2];
+        need -= found[1] + found[3];
+        last_count = h[bin];
+        prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)bin;
+        __syncthreads();
+    }
+    T = prefix;
+    pos_cut = 0x7fffffff;  // every key equal to T is taken ...
+    if (need < last_count) {
+        // ... unless the K-th key is tied: the need-th equal key in position order.
+        int run = 0;
+        for (int t0 = 0; t0 < n && run < need; t0 += NT) {
+            const int i = t0 + threadIdx.x;
+            const u64 e = i < n ? gl[i] : 0ull;
+            const int f = i < n && (u32)(e >> 32) == T;
+            int total;
+            const int ex = cs_block_exscan<NT>(f, total, scratch);
+            if (f && run + ex + 1 == need) found[4] = (int)(u32)e;
+            run += total;
+        }
+        __syncthreads();
+        pos_cut = found[4];
+        __syncthreads();
+    }
+}
+
+template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
+          int VEC, int NT>
+__global__ void __launch_bounds__(NT, 1) cs_coop(
+    const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
+    const void* __restrict__ seq_lens, int* __restrict__ out_idx, float* __restrict__ out_w,
+    int* __restrict__ out_cnt, u64* __restrict__ bars, int* __restrict__ xch,
+    u64* __restrict__ glist, int Hkv, int G, int N, int C, int S, int K, int W, float scale,
+    int chunk, int region1, int cent_per_seq, long long* __restrict__ prof) {
+    constexpr int NW = NT / 32;
+    extern __shared__ float4 cs_smem4[];
+    float* lut = reinterpret_cast<float*>(cs_smem4);  // region 1: the table, then ...
+    u32* keys = reinterpret_cast<u32*>(lut);          // ... the keys [chunk]
+    float* sc = lut + region1;                        // scores [chunk][GP]
+    int* hist = reinterpret_cast<int*>(sc + (i64)chunk * GP);  // 4096 counts
+    float* qs = reinterpret_cast<float*>(hist);       // (q, during the table build)
+    int* call = hist;                                 // (after an export: [CL][64] group
+    int* hg = hist + CS_COOP_MAX_CL * 64;             //  sums, [CL][64] bins of one group)
+    u64* gl = reinterpret_cast<u64*>(hist + 4096);    // CS_COOP_GATHER_CAP: the row's bin list
+    __shared__ float red_m[GT][NW], red_s[GT][NW], lse_s[GT];
+    __shared__ int tot[64];
+    __shared__ int abv[CS_COOP_MAX_CL], inb[CS_COOP_MAX_CL], goff[CS_COOP_MAX_CL + 1];
+    __shared__ int scratch[40];
+    __shared__ int found[8];
+    __shared__ u64 base_s;
+
+    const int CL = gridDim.x, rank = blockIdx.x, row = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int b = row / Hkv, g = row % Hkv;
+    const int D = M * DS;
+    const int L = cs_seq_len<LT>(seq_lens, b, N);
+    const int KT = S + K + W;
+    const bool do_sel = K > 0 && (i64)L > (i64)KT;
+    const int start = rank * chunk;  // a multiple of 32: token t has t % 8 == tid % 8
+    const int nloc = max(0, min(start + chunk, L) - start);
+    const i64 obase = (i64)row * KT;
+    const float inv_g = 1.0f / (float)G;
+    u64* ctr = bars + (i64)row * 8;
+    int* xme = xch + ((i64)row * CL + rank) * CS_X_STRIDE;
+    auto xpeer = [&](int r) -> const int* { return xch + ((i64)row * CL + r) * CS_X_STRIDE; };
+
+    cs_mark(prof, 0);
+    if (threadIdx.x == 0) {
+        const u64 c = cs_ld_acquire(ctr);
+        base_s = c - c % ((u64)CL * CS_COOP_NB);
+    }
+    if (threadIdx.x < CS_COOP_MAX_CL) abv[threadIdx.x] = 0;
+    int nbar = 0;
+    auto barrier = [&]() {
+        ++nbar;
+        cs_row_barrier(ctr, base_s + (u64)CL * nbar);
+    };
+    auto pad_barriers = [&]() {  // the arrivals this launch did not make
+        if (threadIdx.x == 0 && nbar < CS_COOP_NB) cs_red_release(ctr, (u64)(CS_COOP_NB - nbar));
+    };
+
+    // ---------------- score ----------------
+    constexpr int MW = (M + 3) / 4;
+    const u8* crow = codes + ((i64)row * N + start) * M;
+    auto load_tile = [&](int t0, u32 (&w)[CS_U][MW]) {
+#pragma unroll
+        for (int u = 0; u < CS_U; ++u) {
+            const int t = t0 + u * NT;
+            if (t < nloc) {
+                cs_load_codes<M, VEC>(crow + (i64)t * M, w[u]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < MW; ++i) w[u][i] = 0u;
+            }
+        }
+    };
+    if (nloc > 0) {
+        const i64 q_off = ((i64)b * Hkv * G + (i64)g * G) * D;
+        const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
+        cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale,
+                                                         prof);
+    }
+    for (int i = threadIdx.x; i < 4096; i += NT) hist[i] = 0;  // (qs is dead)
+    cs_mark(prof, 1);
+    float mx[GT], sm[GT];
+#pragma unroll
+    for (int j = 0; j < GT; ++j) { mx[j] = -CS_FLT_MAX; sm[j] = 0.0f; }
+    const int rot = threadIdx.x & 7;
+    int off[M];
+    cs_skew_offsets<GP, M, P>(rot, off);
+    // (Loading the first tile before the table build, to overlap it, queued those loads
+    // ahead of the table's and made the build slower.)
+    u32 wa[CS_U][MW];
+    load_tile(threadIdx.x, wa);
+    for (int t0 = threadIdx.x; t0 < nloc; t0 += NT * CS_U) {
+        u32 wb[CS_U][MW];
+        load_tile(t0 + NT * CS_U, wb);  // the next tile in flight while this one is scored
+#pragma unroll
+        for (int u = 0; u < CS_U; ++u) {
+            const int t = t0 + u * NT;
+            if (t >= nloc) break;
+            float acc[GP];
+            cs_token_scores<GP, M, P>(lut, wa[u], rot, off, acc);
+            if constexpr (GP % 4 == 0) {
+#pragma unroll
+                for (int v = 0; v < GP / 4; ++v)
+                    reinterpret_cast<float4*>(sc + (i64)t * GP)[v] =
+                        make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < GP; ++j) sc[(i64)t * GP + j] = acc[j];
+            }
+#pragma unroll
+            for (int j = 0; j < GT; ++j) cs_stat_push(mx[j], sm[j], cs_clean(acc[j]));
+        }
+#pragma unroll
+        for (int u = 0; u < CS_U; ++u)
+#pragma unroll
+            for (int i = 0; i < MW; ++i) wa[u][i] = wb[u][i];
+    }
+    cs_mark(prof, 2);
+    {
+        float m, t;
+        cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);  // (syncs: the table is dead)
+        if (threadIdx.x < GT) {
+            __stcg(reinterpret_cast<float*>(xme) + 2 * threadIdx.x, m);
+            __stcg(reinterpret_cast<float*>(xme) + 2 * threadIdx.x + 1, t);
+        }
+    }
+    // LSE of each head from the CL statistics: one warp a head, a fixed merge tree.
+    auto merge_lse = [&]() {
+        for (int j = warp; j < GT; j += NW) {
+            float m = -CS_FLT_MAX, t = 0.0f;
+            if (lane < CL) {
+                const float* xs = reinterpret_cast<const float*>(xpeer(lane));
+                m = __ldcg(xs + 2 * j);
+                t = __ldcg(xs + 2 * j + 1);
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
+                cs_stat_merge(m, t, om, ot);
+            }
+            if (lane == 0) lse_s[j] = m + logf(t);
+        }
+        __syncthreads();
+    };
+    // r and the key of every token of the chunk; level-0 counts of the candidates.
+    const int cand_lo = S - start, cand_hi = L - W - start;  // candidate range, local
+    const int lo = max(cand_lo, 0), hi = min(cand_hi, nloc);
+    auto rank_keys = [&]() {
+        float lse_r[GT];
+#pragma unroll
+        for (int j = 0; j < GT; ++j) lse_r[j] = MODE == 0 ? lse_s[j] : 0.0f;
+#pragma unroll 2
+        for (int t = threadIdx.x; t < nloc; t += NT) {
+            float s[GT];
+            if constexpr (GP % 4 == 0) {
+#pragma unroll
+                for (int v = 0; v < GP / 4; ++v) {
+                    const float4 x = reinterpret_cast<const float4*>(sc + (i64)t * GP)[v];
+                    const float xv[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+                        if (4 * v + i < GT) s[4 * v + i] = cs_clean(xv[i]);
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < GT; ++j) s[j] = cs_clean(sc[(i64)t * GP + j]);
+            }
+            float r;
+            if constexpr (MODE == 0) {
+                r = 0.0f;
+#pragma unroll
+                for (int j = 0; j < GT; ++j) {
+                    const float p = __expf(s[j] - lse_r[j]);
+                    r += p == p ? p : 0.0f;
+                }
+            } else if constexpr (MODE == 1) {
+                r = s[0];
+#pragma unroll
+                for (int j = 1; j < GT; ++j) r = fmaxf(r, s[j]);
+            } else {
+                r = s[0];
+#pragma unroll
+                for (int j = 1; j < GT; ++j) r += s[j];
+                r *= inv_g;
+            }
+            const u32 k = cs_key(r);
+            keys[t] = k;
+            // (Aggregating equal bins of a warp with __match_any_sync first was slower:
+            // 9.2 instead of 6.3 us for 8192 tokens.)
+            if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
+        }
+        __syncthreads();
+    };
+    // Export this CTA's counts of a level (nb bins) and their 64-bin group sums.
+    auto export_hist = [&](int nb, int par) {
+        int* xh = xme + CS_X_HIST + par * 4096;
+        int* xg = xme + CS_X_GROUP + par * 64;
+        for (int gi = warp; gi < nb / 64; gi += NW) {
+            const int v0 = hist[gi * 64 + lane], v1 = hist[gi * 64 + 32 + lane];
+            __stcg(xh + gi * 64 + lane, v0);
+            __stcg(xh + gi * 64 + 32 + lane, v1);
+            int s = v0 + v1;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(CS_FULL, s, o);
+            if (lane == 0) __stcg(xg + gi, s);
+        }
+    };
+    // After the barrier: the bin of the need-th largest key over the row, from every
+    // CTA's group sums and then the chosen group's bins. Adds each CTA's count above
+    // the bin to abv[r] and puts its count in the bin in inb[r].
+    auto find_level = [&](int nb, int par, int need, int& bin, int& above, int& cnt) {
+        const int ng = nb / 64;
+        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < CL * ng; i += NT) {
+            const int r = i / ng, gi = i % ng;
+            const int v = __ldcg(xpeer(r) + CS_X_GROUP + par * 64 + gi);
+            call[r * 64 + gi] = v;
+            if (v) atomicAdd(&tot[gi], v);
+        }
+        __syncthreads();
+        if (warp == 0) cs_find64(tot, need, found);
+        __syncthreads();
+        const int gsel = found[0], gabove = found[1];
+        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < CL * 64; i += NT) {
+            const int v = __ldcg(xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63));
+            hg[i] = v;
+            if (v) atomicAdd(&tot[i & 63], v);
+        }
+        __syncthreads();
+        if (warp == 0) cs_find64(tot, need - gabove, found + 2);
+        __syncthreads();
+        const int jsel = found[2];
+        bin = gsel * 64 + jsel;
+        above = gabove + found[3];
+        cnt = tot[jsel];
+        // Each CTA's count above the bin and in it: one warp a CTA.
+        for (int r = warp; r < CL; r += NW) {
+            int a = 0;
+            for (int i = lane; i < 64; i += 32)
+                a += (i > gsel && i < ng ? call[r * 64 + i] : 0) + (i > jsel ? hg[r * 64 + i] : 0);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(CS_FULL, a, o);
+            if (lane == 0) { abv[r] += a; inb[r] = hg[r * 64 + jsel]; }
+        }
+        __syncthreads();
+    };
+
+    if constexpr (MODE == 0) {
+        barrier();  // B1: statistics
+        merge_lse();
+        rank_keys();
+        if (do_sel) export_hist(4096, 0);
+        cs_mark(prof, 3);
+        if (do_sel) barrier();  // B2: level-0 counts
+    } else {
+        rank_keys();
+        if (do_sel) export_hist(4096, 0);
+        cs_mark(prof, 3);
+        barrier();  // B1: statistics and level-0 counts
+        merge_lse();
+    }
+    cs_mark(prof, 4);
+
+    // Weight of local token t: mean over the group's heads of p.
+    auto weight = [&](int t) -> float {
+        if constexpr (MODE == 0) {
+            return cs_key_value(keys[t]) * inv_g;  // r = sum of p, kept exactly in the key
+        } else {
+            float w = 0.0f;
+#pragma unroll
+            for (int j = 0; j < GT; ++j) {
+                const float p = __expf(cs_clean(sc[(i64)t * GP + j]) - lse_s[j]);
+                w += p == p ? p : 0.0f;
+            }
+            return w * inv_g;
+        }
+    };
+    // Fixed positions: sink and window (or every position of a short row).
+    for (int t = threadIdx.x; t < nloc; t += NT) {
+        const int n = start + t;
+        int dst = -1;
+        if ((i64)L <= (i64)KT || n < S) dst = n;
+        else if (n >= L - W) dst = S + K + (n - (L - W));
+        if (dst >= 0) {
+            out_idx[obase + dst] = n;
+            out_w[obase + dst] = weight(t);
+        }
+    }
+    if (rank == 0) {
+        for (int j = ((i64)L <= (i64)KT ? L : KT) + threadIdx.x; j < KT; j += NT) {
+            out_idx[obase + j] = -1;
+            out_w[obase + j] = 0.0f;
+        }
+        if (threadIdx.x == 0) out_cnt[row] = (i64)L <= (i64)KT ? L : KT;
+    }
+    if (!do_sel) {
+        pad_barriers();
+        return;
+    }
+
+    // ---------------- top-K: level 0 over the row ----------------
+    int b1, above0, nb1;
+    find_level(4096, 0, K, b1, above0, nb1);
+    const int need1 = K - above0;  // 1 <= need1 <= nb1
+    cs_mark(prof, 5);
+    constexpr int IT = 8;
+    u32 T;
+    int pos_cut = 0x7fffffff, take_eq = 0x7fffffff, heavy_before = S;
+    if (nb1 <= CS_COOP_GATHER_CAP) {
+        // The K-th key's bin is small (the usual case): gather it, in position order,
+        // into every CTA and finish the threshold alone.
+        if (threadIdx.x == 0) {
+            int o = 0;
+            for (int r = 0; r < CL; ++r) { goff[r] = o; o += inb[r]; }
+            goff[CL] = o;
+        }
+        __syncthreads();
+        int run = goff[rank];
+        u64* grow = glist + (i64)row * CS_COOP_GATHER_CAP;
+        for (int t0 = lo; t0 < hi; t0 += NT * IT) {
+            int ni = 0;
+#pragma unroll
+            for (int i = 0; i < IT; ++i) {
+                const int t = t0 + threadIdx.x * IT + i;
+                ni += t < hi && (keys[t] >> 20) == (u32)b1;
+            }
+            int total;
+            int o = run + cs_block_exscan<NT>(ni, total, scratch);
+#pragma unroll
+            for (int i = 0; i < IT; ++i) {
+                const int t = t0 + threadIdx.x * IT + i;
+                if (t < hi && (keys[t] >> 20) == (u32)b1)
+                    __stcg(grow + o++, ((u64)keys[t] << 32) | (u64)(u32)(start + t));
+            }
+            run += total;
+        }
+        barrier();  // B3: the row's bin list is complete
+        for (int i = threadIdx.x; i < nb1; i += NT) gl[i] = __ldcg(grow + i);
+        __syncthreads();
+        cs_mark(prof, 6);
+        cs_finish_list<NT>(gl, nb1, (u32)b1, need1, hist, tot, scratch, found, T, pos_cut);
+        // Heavy tokens before this CTA: those above the bin in lower ranks, plus the
+        // bin's keys of lower ranks that pass the threshold.
+        if (threadIdx.x == 0) found[5] = 0;
+        __syncthreads();
+        int c = 0;
+        for (int i = threadIdx.x; i < goff[rank]; i += NT) {
+            const u32 k = (u32)(gl[i] >> 32);
+            c += k > T || (k == T && (int)(u32)gl[i] <= pos_cut);
+        }
+        if (c) atomicAdd(&found[5], c);
+        __syncthreads();
+        heavy_before += found[5];
+        for (int r = 0; r < rank; ++r) heavy_before += abv[r];
+    } else {
+        // A crowded bin (ties, or keys packed in few values): two more levels across
+        // the row give the K-th key T and each CTA's counts above and equal to it.
+        for (int i = threadIdx.x; i < 4096; i += NT) hist[i] = 0;
+        __syncthreads();
+        for (int t = lo + threadIdx.x; t < hi; t += NT) {
+            const u32 k = keys[t];
+            if ((k >> 20) == (u32)b1) atomicAdd(&hist[(k >> 8) & 4095], 1);
+        }
+        __syncthreads();
+        export_hist(4096, 1);
+        barrier();  // B3: level-1 counts
+        int b2, above1, n2;
+        find_level(4096, 1, need1, b2, above1, n2);
+        const u32 prefix = ((u32)b1 << 12) | (u32)b2;
+        const int need2 = need1 - above1;
+        for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
+        __syncthreads();
+        for (int t = lo + threadIdx.x; t < hi; t += NT) {
+            const u32 k = keys[t];
+            if ((k >> 8) == prefix) atomicAdd(&hist[k & 255], 1);
+        }
+        __syncthreads();
+        export_hist(256, 0);
+        barrier();  // B4: level-2 counts
+        int b3, above2, n3;
+        find_level(256, 0, need2, b3, above2, n3);
+        T = (prefix << 8) | (u32)b3;
+        const int need3 = need2 - above2;  // keys equal to T to take, in position order
+        int eq_before = 0;
+        for (int r = 0; r < rank; ++r) {
+            heavy_before += abv[r] + max(0, min(inb[r], need3 - eq_before));
+            eq_before += inb[r];
+        }
+        take_eq = max(0, min(inb[rank], need3 - eq_before));
+        cs_mark(prof, 6);
+    }
+    pad_barriers();
+    cs_mark(prof, 7);
+
+    // ---------------- index: merge-free heavy output ----------------
+    const bool count_eq = take_eq != 0x7fffffff;  // uniform: the crowded-bin branch
+    int run = heavy_before, eq_run = 0;
+    for (int t0 = lo; t0 < hi; t0 += NT * IT) {
+        u32 k[IT];
+        int ne = 0;
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            const int t = t0 + threadIdx.x * IT + i;
+            k[i] = t < hi ? keys[t] : 0u;
+            ne += t < hi && k[i] == T;
+        }
+        int erank = eq_run, etotal = 0;
+        if (count_eq) erank += cs_block_exscan<NT>(ne, etotal, scratch);
+        bool f[IT];
+        int nf = 0;
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            const int t = t0 + threadIdx.x * IT + i;
+            f[i] = false;
+            if (t < hi) {
+                if (k[i] > T) f[i] = true;
+                else if (k[i] == T) f[i] = start + t <= pos_cut && erank++ < take_eq;
+            }
+            nf += f[i];
+        }
+        int total;
+        int o = run + cs_block_exscan<NT>(nf, total, scratch);
+#pragma unroll
+        for (int i = 0; i < IT; ++i) {
+            if (f[i]) {
+                const int t = t0 + threadIdx.x * IT + i;
+                out_idx[obase + o] = start + t;
+                out_w[obase + o] = weight(t);
+                ++o;
+            }
+        }
+        run += total;
+        eq_run += etotal;
+    }
+    cs_mark(prof, 8);
+}
+"""

@@ -1,0 +1,39 @@
+"""Launch geometry (CPU): which shapes take the cooperative path, and how they split."""
+
+import pytest
+
+from cupysel import validate
+from cupysel.plan import coop_geometry, plan_geometry
+from cupysel.bench import SHAPES
+
+H100 = dict(sm_count=132, smem_per_block=227 * 1024)
+
+
+def config(shape, mode="softmax_sum", **over):
+    cfg = {k: v for k, v in SHAPES[shape].items() if k != "ragged"}
+    cfg.update(over)
+    return validate.make_config(**cfg, group_reduce=mode)
+
+
+@pytest.mark.parametrize("shape,cl,chunk", [
+    ("pqcache-8k", 16, 512), ("llama-32k", 16, 2048), ("llama-128k", 16, 8192),
+    ("batch16-32k", 0, 0), ("batch16-128k", 0, 0), ("qwen-ragged", 0, 0)])
+def test_small_batches_take_the_cooperative_path(shape, cl, chunk):
+    """B = 1 rows split over 16 CTAs (128 of 132 SMs, all resident); big batches, whose
+    rows cannot keep their scores on chip with one CTA per SM, stay staged."""
+    assert coop_geometry(config(shape), **H100) == (cl, chunk)
+    geo = plan_geometry(config(shape), 132)
+    assert (geo.coop, geo.chunk) == (cl, chunk)
+
+
+def test_cooperative_geometry_respects_residency_and_shared_memory():
+    cfg = config("llama-128k")
+    cl, chunk = coop_geometry(cfg, sm_count=132, smem_per_block=160 * 1024)  # sm_80-sized
+    assert cl == 0  # 8192-token chunks do not fit next to the table: staged
+    cl, chunk = coop_geometry(config("llama-32k", batch=4), **H100)
+    assert cl * 32 <= 132 and cl == 4 and chunk == 8192  # rows * CL never exceeds the SMs
+    assert coop_geometry(cfg, **H100, cooperative=False) == (0, 0)
+    short = config("pqcache-8k", capacity=300)
+    assert coop_geometry(short, **H100) == (2, 160)  # at least 256 tokens a CTA, 32-aligned
+    with pytest.raises(ValueError, match="cooperative path does not fit"):
+        plan_geometry(config("batch16-128k"), 132, path="coop")
