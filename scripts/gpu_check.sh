@@ -10,7 +10,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 {
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  # The device copy of the tree has no .git: pass CUPYSEL_COMMIT (the bench reads it too).
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo "${CUPYSEL_COMMIT:-unknown}")"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import cupy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__)"
 } 2>&1 | tee "$OUT/env.txt"
