@@ -376,12 +376,15 @@ def header():
 
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-        commit = commit or os.environ.get("CUPYSEL_COMMIT", "unknown")
-    except Exception:
-        commit = "unknown"
+    # CUPYSEL_COMMIT first: a copy of the tree (a device machine's) may carry a stale .git.
+    commit = os.environ.get("CUPYSEL_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, timeout=5).stdout.strip()
+        except Exception:
+            commit = ""
+    commit = commit or "unknown"
     try:
         from cupy.cuda import nvrtc
 

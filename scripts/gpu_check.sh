@@ -10,8 +10,9 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 {
-  # The device copy of the tree has no .git: pass CUPYSEL_COMMIT (the bench reads it too).
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo "${CUPYSEL_COMMIT:-unknown}")"
+  # A device copy of the tree may carry no .git, or a stale one: pass CUPYSEL_COMMIT (the
+  # bench header reads it too).
+  echo "commit: ${CUPYSEL_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import cupy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__)"
 } 2>&1 | tee "$OUT/env.txt"
