@@ -162,6 +162,28 @@ __device__ __forceinline__ void cs_mark(long long* prof, int phase) {
     }
 }
 
+// Tie cut of an exact top-K: every key equal to T is taken (INT_MAX) unless the K-th key
+// is tied (need < count of keys equal to T); then the position of the need-th equal
+// key in position order. `at(i)` gives (key << 32 | position) in position order.
+template <int NT, typename AT>
+__device__ int cs_tie_cut(AT at, int n, u32 T, int need, int count, int* scratch, int* slot) {
+    if (need >= count) return 0x7fffffff;
+    int run = 0;
+    for (int t0 = 0; t0 < n && run < need; t0 += NT) {
+        const int i = t0 + threadIdx.x;
+        const u64 e = i < n ? at(i) : 0ull;
+        const int f = i < n && (u32)(e >> 32) == T;
+        int total;
+        const int ex = cs_block_exscan<NT>(f, total, scratch);
+        if (f && run + ex + 1 == need) *slot = (int)(u32)e;
+        run += total;
+    }
+    __syncthreads();
+    const int cut = *slot;
+    __syncthreads();
+    return cut;
+}
+
 // Exact top-K finish. `at(i)` (i < n) gives entries (key << 32 | position) in position
 // order; among those whose key has the top 12 bits b1, find the need-th largest key T
 // (radix levels on bits 19..8 and 7..0, over 4096 shared counts h) and the tie cut: a
@@ -190,23 +212,7 @@ __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* scratch, 
         __syncthreads();
     }
     T = prefix;
-    pos_cut = 0x7fffffff;  // every key equal to T is taken ...
-    if (need < last_count) {
-        // ... unless the K-th key is tied: the need-th equal key in position order.
-        int run = 0;
-        for (int t0 = 0; t0 < n && run < need; t0 += NT) {
-            const int i = t0 + threadIdx.x;
-            const u64 e = i < n ? at(i) : 0ull;
-            const int f = i < n && (u32)(e >> 32) == T;
-            int total;
-            const int ex = cs_block_exscan<NT>(f, total, scratch);
-            if (f && run + ex + 1 == need) found[2] = (int)(u32)e;
-            run += total;
-        }
-        __syncthreads();
-        pos_cut = found[2];
-        __syncthreads();
-    }
+    pos_cut = cs_tie_cut<NT>(at, n, T, need, last_count, scratch, found + 2);
 }
 
 // The last block of a group to arrive returns true (threadFenceReduction pattern).

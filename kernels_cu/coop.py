@@ -117,23 +117,8 @@ __device__ void cs_finish_list(const u64* gl, int n, u32 b1, int need, int* h, i
         __syncthreads();
     }
     T = prefix;
-    pos_cut = 0x7fffffff;  // every key equal to T is taken ...
-    if (need < last_count) {
-        // ... unless the K-th key is tied: the need-th equal key in position order.
-        int run = 0;
-        for (int t0 = 0; t0 < n && run < need; t0 += NT) {
-            const int i = t0 + threadIdx.x;
-            const u64 e = i < n ? gl[i] : 0ull;
-            const int f = i < n && (u32)(e >> 32) == T;
-            int total;
-            const int ex = cs_block_exscan<NT>(f, total, scratch);
-            if (f && run + ex + 1 == need) found[4] = (int)(u32)e;
-            run += total;
-        }
-        __syncthreads();
-        pos_cut = found[4];
-        __syncthreads();
-    }
+    pos_cut = cs_tie_cut<NT>([&](int i) -> u64 { return gl[i]; }, n, T, need, last_count, scratch,
+                             found + 4);
 }
 
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
