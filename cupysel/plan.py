@@ -25,7 +25,7 @@ from .select import Selection
 MIN_SPLIT = 512
 TSPLIT_LEN = 4096
 MAX_SPLITS = 4096
-WEIGHTS_CHUNK = 1024
+WEIGHTS_MIN = 256  # entries a weights block takes at least
 STAGES = ("score", "topk", "weights", "coop")
 
 
@@ -39,13 +39,15 @@ class Geometry:
     score_minb: int  # score blocks resident per SM (register cap of the score kernel)
     coop: int = 0     # > 0: cooperative path, this many CTAs per row ...
     chunk: int = 0    # ... each owning this many positions (a multiple of 32)
+    wsplit: int = 1   # weights blocks per row (max / mean, staged) ...
+    wchunk: int = 0   # ... each taking this many output entries
 
 
 SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recomputes them
 
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
-                  smem_per_block=227 * 1024):
+                  smem_per_block=227 * 1024, coop_ctas=None):
     """Split rows so that the score blocks fill the GPU in one wave (as many as fit on
     the SMs at once, by shared memory); top-K and index blocks take TSPLIT_LEN tokens
     each, many waves, to hide latency. softmax_sum saves its per-head scores for the
@@ -56,25 +58,31 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     gp = kc.padded_heads(tiles[0][1])
     lut = cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4 + kc.HIST_BYTES + 4096
     per_sm = max(1, min(2, smem_per_sm // lut))
+    save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
+            and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
     want = max(1, per_sm * sm_count // cfg.rows)
     nsplit = max(1, min(want, -(-n // MIN_SPLIT), MAX_SPLITS))
     split_len = _round_len(n, nsplit)
     tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
-    save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
-            and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
     coop, chunk = 0, 0
     if path in ("auto", "coop"):
-        coop, chunk = coop_geometry(cfg, sm_count, smem_per_block, cooperative)
+        coop, chunk = coop_geometry(cfg, sm_count, smem_per_block, cooperative, coop_ctas)
         if path == "coop" and not coop:
             raise ValueError("the cooperative path does not fit this configuration on this device")
-    return Geometry(-(-n // split_len), split_len, -(-n // tlen), tlen, save, per_sm, coop, chunk)
+    # Weights: one block a row where the rows fill the GPU (each block builds a whole
+    # table), more where they do not, never more than one round of entries a thread.
+    total = max(cfg.total, 1)
+    wsplit = max(-(-total // (kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD)),
+                 min(-(-total // WEIGHTS_MIN), max(1, sm_count // cfg.rows)))
+    return Geometry(-(-n // split_len), split_len, -(-n // tlen), tlen, save, per_sm, coop, chunk,
+                    wsplit, -(-total // wsplit))
 
 
 COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for nothing
 COOP_STATIC_SMEM = 2048  # bytes kept for the cooperative kernel's static shared memory
 
 
-def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True):
+def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None):
     """(CTAs per row, chunk) of the cooperative path, or (0, 0) where it does not apply.
 
     Every CTA of the launch must be resident at once (one per SM: the kernel takes 128
@@ -86,6 +94,8 @@ def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True):
     if not cooperative or len(tiles) != 1 or cfg.group * cfg.head_dim > 4096 or cfg.group > 32:
         return 0, 0
     cl = min(kc.COOP_MAX_CL, sm_count // cfg.rows, -(-cfg.capacity // COOP_MIN_CHUNK))
+    if ctas is not None:
+        cl = min(cl, ctas)
     if cl < 1:
         return 0, 0
     chunk = -(-(-(-cfg.capacity // cl)) // 32) * 32
@@ -110,6 +120,8 @@ def convert_inputs(inputs, stream):
     inputs are converted on that stream."""
     import cupy
 
+    if all(type(x) is cupy.ndarray for x in inputs):  # the common case: nothing to convert
+        return list(inputs), resolve_stream(stream, inputs[0].device.id)
     names = ("q", "centroids", "codes", "seq_lens")
     dev = validate.device_of(inputs[0], "q")
     if dev is None:
@@ -163,54 +175,66 @@ def _external(stream):
         return cupy.cuda.ExternalStream(int(ptr), -1 if dev is None else dev)
 
 
-BUFFER_NAMES = ("indices", "counts", "weights", "rbuf", "sbuf", "cand_key", "cand_pos", "stats",
-                "lse", "segcnt", "rowstate", "counters", "hist", "bars", "xch", "glist")
 INPUT_NAMES = ("q", "cent", "codes", "lens")
+_ALIGN = 256
+
+
+def _carve(parts):
+    """Offsets of (name, bytes) parts packed into one block, each 256-byte aligned."""
+    offs, size = {}, 0
+    for name, nbytes in parts:
+        offs[name] = size
+        size += -(-max(int(nbytes), 1) // _ALIGN) * _ALIGN
+    return offs, size
 
 
 class Buffers:
-    """Outputs, and for the staged path its workspace, on one device."""
+    """Outputs, and the workspace of either path, on one device.
+
+    Two allocations (allocation costs host time on every select() call): the three
+    outputs are views of one block; the workspace is another, its parts known only by
+    their pointers (``ptrs``). The parts that must start at zero come first and are
+    cleared by one memset on the launch stream."""
 
     def __init__(self, cfg, geo, device_id, stream=None):
         import cupy
 
+        rows, total, n = cfg.rows, cfg.total, cfg.capacity
+        i4 = 4
+        if geo.coop:
+            # Row barrier counters (they only grow: zeroed here once), one 64-byte line a
+            # row; an exchange record per CTA; a gathered bin per row.
+            zero = [("bars", rows * 64)]
+            rest = [("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4),
+                    ("glist", rows * kc.COOP_GATHER_CAP * 8)]
+        else:
+            gp = kc.padded_heads(kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)[0][1])
+            # Kept zero between launches by the kernels themselves (the last block that
+            # uses them resets them), so they are cleared only here.
+            zero = [("counters", rows * i4), ("hist", rows * 4096 * i4)]
+            rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * gp * i4 if geo.save else i4),
+                    ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
+                    ("stats", rows * cfg.group * geo.nsplit * 2 * i4),
+                    ("lse", rows * cfg.group * i4), ("segcnt", rows * geo.tsplit * i4),
+                    ("rowstate", rows * 4 * i4)]
+        out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
+                                     ("weights", rows * total * i4)])
+        ws_offs, ws_size = _carve(zero + rest)
+        zero_bytes = ws_offs[rest[0][0]]
         with cupy.cuda.Device(device_id):
-            ctx = stream if stream is not None else cupy.cuda.get_current_stream()
-            with ctx:
-                shape = (cfg.batch, cfg.kv_heads)
-                self.indices = cupy.empty(shape + (cfg.total,), np.int32)
-                self.counts = cupy.empty(shape, np.int32)
-                self.weights = cupy.empty(shape + (cfg.total,), np.float32)
-                if geo.coop:
-                    # Row barrier counters (only ever grow: zeroed here once), one 64-byte
-                    # line a row; an exchange record per CTA; a gathered bin per row.
-                    self.bars = cupy.zeros(cfg.rows * 8, np.uint64)
-                    self.xch = cupy.empty(cfg.rows * geo.coop * kc.COOP_X_STRIDE, np.int32)
-                    self.glist = cupy.empty(cfg.rows * kc.COOP_GATHER_CAP, np.uint64)
-                else:
-                    self._workspace(cfg, geo)
-
-    def _workspace(self, cfg, geo):
-        import cupy
-
-        rows, n = cfg.rows, cfg.capacity
-        gp = kc.padded_heads(kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)[0][1])
-        self.rbuf = cupy.empty(rows * n, np.float32)
-        self.sbuf = cupy.empty(rows * n * gp if geo.save else 4, np.float32)
-        self.cand_key = cupy.empty(rows * n, np.uint32)
-        self.cand_pos = cupy.empty(rows * n, np.int32)
-        self.stats = cupy.empty(rows * cfg.group * geo.nsplit * 2, np.float32)
-        self.lse = cupy.empty(rows * cfg.group, np.float32)
-        self.segcnt = cupy.empty(rows * geo.tsplit, np.int32)
-        self.rowstate = cupy.empty(rows * 4, np.int32)
-        # Kept zero between launches by the kernels themselves (the last block that
-        # uses them resets them), so they are cleared only here.
-        self.counters = cupy.zeros(rows, np.uint32)
-        self.hist = cupy.zeros(rows * 4096, np.int32)
-
-    def pointers(self):
-        return {name: getattr(self, name).data.ptr for name in BUFFER_NAMES
-                if hasattr(self, name)}
+            s = stream if stream is not None else cupy.cuda.get_current_stream()
+            with s:
+                out = cupy.cuda.alloc(out_size)
+                self.workspace = cupy.cuda.alloc(ws_size)
+            self.workspace.memset_async(0, zero_bytes, s)
+        shape = (cfg.batch, cfg.kv_heads)
+        self.indices = cupy.ndarray(shape + (total,), np.int32, out + out_offs["indices"])
+        self.counts = cupy.ndarray(shape, np.int32, out + out_offs["counts"])
+        self.weights = cupy.ndarray(shape + (total,), np.float32, out + out_offs["weights"])
+        base = self.workspace.ptr
+        self.ptrs = {name: base + off for name, off in ws_offs.items()}
+        self.ptrs.update(indices=self.indices.data.ptr, counts=self.counts.data.ptr,
+                         weights=self.weights.data.ptr)
 
 
 class Core:
@@ -226,6 +250,7 @@ class Core:
         self._programs = {}
         self._lock = threading.Lock()
         self.prof = None  # a device int64 array [rows * CTAs * 32]: phase timestamps
+        self.coop_ctas = None  # at most this many CTAs a row on the cooperative path
 
     def geometry(self, device_id):
         geo = self._geo.get(device_id)
@@ -238,7 +263,7 @@ class Core:
             geo = self._geo[device_id] = plan_geometry(
                 self.cfg, attrs["MultiProcessorCount"], attrs["MaxSharedMemoryPerMultiprocessor"],
                 self.path, bool(attrs.get("CooperativeLaunch", 1)) and cc >= 7,
-                attrs["MaxSharedMemoryPerBlockOptin"])
+                attrs["MaxSharedMemoryPerBlockOptin"], self.coop_ctas)
         return geo
 
     def kernel_set(self, device_id, q, centroids, codes, seq_lens):
@@ -279,7 +304,7 @@ class Core:
         if prog is not None:
             return prog
         cfg, geo = self.cfg, self.geometry(device_id)
-        rows, last = cfg.rows, len(ks.tiles) - 1
+        rows = cfg.rows
         P, I, F = "p", "i", "f"
         dims = [(I, cfg.kv_heads), (I, cfg.group), (I, cfg.capacity)]
         sk = [(I, cfg.sink), (I, cfg.k), (I, cfg.window)]
@@ -301,29 +326,35 @@ class Core:
                 cooperative=True)
             self._programs[key] = prog
             return prog
+        self._staged(add, ks, geo, rows, dims, sk, per_seq)
+        self._programs[key] = prog
+        return prog
+
+    def _staged(self, add, ks, geo, nrows, dims, sk, per_seq):
+        """The staged launches: score pass(es), top-K with the index output, weights."""
+        cfg, last = self.cfg, len(ks.tiles) - 1
+        P, I, F = "p", "i", "f"
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
-                add("score", ks.score(gt, bits), (geo.nsplit, rows), (kc.NT_SCORE,),
+                add("score", ks.score(gt, bits), (geo.nsplit, nrows), (kc.NT_SCORE,),
                     ks.score_smem(gt, bits),
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
                      (P, "stats"), (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate")]
                     + dims + [(I, cfg.n_centroids)] + sk +
                     [(F, cfg.scale), (I, h0), (I, geo.split_len), per_seq, (I, int(t == 0)),
                      (I, int(t == last))])
-        add("topk", ks.topk(), (geo.tsplit, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
+        add("topk", ks.topk(), (geo.tsplit, nrows), (kc.NT_TOPK,), kc.TOPK_SMEM,
             [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
              (P, "counters"), (P, "rowstate"), (P, "indices"), (P, "weights"), (P, "counts")]
             + dims + sk + [(I, geo.tsplit_len)])
         if cfg.group_reduce != "softmax_sum" and cfg.total > 0:
-            gx = -(-cfg.total // WEIGHTS_CHUNK)
             for t, (h0, gt) in enumerate(ks.tiles):
-                add("weights", ks.weights(gt), (gx, rows), (kc.NT_WEIGHTS,), ks.weights_smem(gt),
+                add("weights", ks.weights(gt), (geo.wsplit, nrows), (kc.NT_WEIGHTS,),
+                    ks.weights_smem(gt),
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lse"), (P, "indices"),
                      (P, "weights")] + dims +
                     [(I, cfg.n_centroids), (I, cfg.total), (F, cfg.scale), (I, h0),
-                     (I, WEIGHTS_CHUNK), per_seq, (I, int(t == 0)), (I, int(t == last))])
-        self._programs[key] = prog
-        return prog
+                     (I, geo.wchunk), per_seq, (I, int(t == 0)), (I, int(t == last))])
 
     def enqueue(self, device_id, arrays, b, stream, stages=STAGES):
         """Queue the whole selection on `stream`; no host read, no synchronisation.
@@ -332,7 +363,7 @@ class Core:
         import cupy
 
         ks = self.kernel_set(device_id, *arrays)
-        values = b.pointers()
+        values = dict(b.ptrs)
         values.update(zip(INPUT_NAMES, (a.data.ptr for a in arrays)))
         values["prof"] = self.prof.data.ptr if self.prof is not None else 0
         with cupy.cuda.Device(device_id), self._lock:

@@ -44,6 +44,11 @@ class Selection:
 _cores = OrderedDict()
 _cores_lock = threading.Lock()
 _MAX_CORES = 64
+# Inputs already validated: (config key, per-array dtype / shape / strides / device)
+# -> (Config, device). Validation is pure metadata, so equal keys give equal answers;
+# select() pays it once per kind of call instead of on every call.
+_checked = OrderedDict()
+_MAX_CHECKED = 256
 
 
 def _core_for(cfg):
@@ -60,6 +65,28 @@ def _core_for(cfg):
         return core
 
 
+def _validated(arrays, sink, window, k, group_reduce, scale):
+    """(Config, device id) of the inputs, from the cache or by validating them."""
+    # Types are part of the key: k=True must still be refused although True == 1.
+    key = (type(sink), sink, type(window), window, type(k), k, type(group_reduce),
+           group_reduce, type(scale), scale,
+           tuple((a.dtype, a.shape, a.strides, a.device.id) for a in arrays))
+    try:
+        hit = _checked.get(key)
+    except TypeError:  # an unhashable parameter: validation names it
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    cfg = validate.config_from_arrays(*arrays, sink, window, k, group_reduce, scale)
+    hit = (cfg, validate.check_arrays(cfg, *arrays))
+    if key is not None:
+        with _cores_lock:
+            _checked[key] = hit
+            while len(_checked) > _MAX_CHECKED:
+                _checked.popitem(last=False)
+    return hit
+
+
 def select(q, centroids, codes, seq_lens, *, sink, window, k, group_reduce="softmax_sum",
            scale=None, check=False, stream=None):
     """Select sink + heavy + window tokens for every (sequence, kv head); see SPEC.md.
@@ -72,8 +99,7 @@ def select(q, centroids, codes, seq_lens, *, sink, window, k, group_reduce="soft
     from .plan import Buffers, convert_inputs
 
     arrays, stream = convert_inputs((q, centroids, codes, seq_lens), stream)
-    cfg = validate.config_from_arrays(*arrays, sink, window, k, group_reduce, scale)
-    dev = validate.check_arrays(cfg, *arrays)
+    cfg, dev = _validated(arrays, sink, window, k, group_reduce, scale)
     core = _core_for(cfg)
     bufs = Buffers(cfg, core.geometry(dev), dev, stream)
     if check:

@@ -168,12 +168,16 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     }
     if (threadIdx.x < CS_COOP_MAX_CL) abv[threadIdx.x] = 0;
     int nbar = 0;
+    // A row of one CTA needs no counter: bar.sync already makes the block's global
+    // writes visible to the block.
     auto barrier = [&]() {
         ++nbar;
-        cs_row_barrier(ctr, base_s + (u64)CL * nbar);
+        if (CL == 1) __syncthreads();
+        else cs_row_barrier(ctr, base_s + (u64)CL * nbar);
     };
     auto pad_barriers = [&]() {  // the arrivals this launch did not make
-        if (threadIdx.x == 0 && nbar < CS_COOP_NB) cs_red_release(ctr, (u64)(CS_COOP_NB - nbar));
+        if (CL > 1 && threadIdx.x == 0 && nbar < CS_COOP_NB)
+            cs_red_release(ctr, (u64)(CS_COOP_NB - nbar));
     };
 
     // ---------------- score ----------------

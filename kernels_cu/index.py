@@ -5,13 +5,20 @@ sink and window ranges are written straight into their slots, and the heavy toke
 kept in position order all the way, get their slots from one prefix sum. softmax_sum's
 weight, r / G, is written there too.
 
-cs_weights, grid (ceil(S+K+W / WCH), B*Hkv): for max and mean, re-scores only the
-selected tokens with the group's lookup table and writes mean_h exp(s_h - LSE_h).
+cs_weights, grid (wsplit, B*Hkv), each block wch = ceil((S+K+W) / wsplit) entries: for
+max and mean, re-scores only the selected tokens with the group's lookup table and
+writes mean_h exp(s_h - LSE_h). One block a row where the rows fill the GPU: each block
+builds a whole table (~4 us of latency), so more blocks a row only cost more tables
+(measured on batch16-32k: 29.8 us with 3 blocks a row, 19.9 with one).
 """
 
 INDEX = r"""
+#define CS_WPER 8  // selected tokens a thread takes in one round
+
 // Weights of the selected tokens for max / mean (one launch per head tile; the first
-// tile writes, later ones add, the last divides by G).
+// tile writes, later ones add, the last divides by G). The round's indices are loaded
+// before the table is built and the codes right after, so their latencies overlap the
+// build instead of following it (one round per block when wch <= NT * CS_WPER).
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int VEC, int NT>
 __global__ void __launch_bounds__(NT) cs_weights(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
@@ -23,34 +30,57 @@ __global__ void __launch_bounds__(NT) cs_weights(
     float* qs = lut + M * P * GP;
     const int row = blockIdx.y, b = row / Hkv, g = row % Hkv;
     const int D = M * DS;
-    const int lo = blockIdx.x * wch, hi = min(lo + wch, KT);
+    const i64 lo = (i64)blockIdx.x * wch, hi = min(lo + wch, (i64)KT);
     const i64 q_off = ((i64)b * Hkv * G + (i64)g * G + h0) * D;
     const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
+    const u8* crow = codes + (i64)row * N * M;
+    const i64 obase = (i64)row * KT;
+    int nidx[CS_WPER];
+    auto load_idx = [&](i64 base) {
+#pragma unroll
+        for (int u = 0; u < CS_WPER; ++u) {
+            const i64 j = base + threadIdx.x + (i64)u * NT;
+            nidx[u] = j < hi ? __ldcg(out_idx + obase + j) : -1;
+        }
+    };
+    load_idx(lo);
     cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
     float lse_r[GT];
 #pragma unroll
     for (int j = 0; j < GT; ++j) lse_r[j] = lse[(i64)row * G + h0 + j];
-    const u8* crow = codes + (i64)row * N * M;
-    const i64 obase = (i64)row * KT;
-    for (int j = lo + threadIdx.x; j < hi; j += NT) {
-        const int n = out_idx[obase + j];
-        float wsum = 0.0f;
-        if (n >= 0) {
-            u32 w[(M + 3) / 4];
-            cs_load_codes<M, VEC>(crow + (i64)n * M, w);
-            int off[M];
-            cs_skew_offsets<GP, M, P>(n & 7, off);
-            float acc[GP];
-            cs_token_scores<GP, M, P>(lut, w, n & 7, off, acc);
+    for (i64 base = lo; base < hi; base += (i64)NT * CS_WPER) {
+        if (base != lo) load_idx(base);
+        u32 w[CS_WPER][(M + 3) / 4];
 #pragma unroll
-            for (int h = 0; h < GT; ++h) {
-                const float p = __expf(cs_clean(acc[h]) - lse_r[h]);
-                wsum += p == p ? p : 0.0f;
+        for (int u = 0; u < CS_WPER; ++u) {
+            if (nidx[u] >= 0) {
+                cs_load_codes<M, VEC>(crow + (i64)nidx[u] * M, w[u]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < (M + 3) / 4; ++i) w[u][i] = 0u;
             }
         }
-        if (!first_tile) wsum += out_w[obase + j];
-        if (last_tile) wsum *= 1.0f / (float)G;
-        out_w[obase + j] = n >= 0 ? wsum : 0.0f;
+#pragma unroll
+        for (int u = 0; u < CS_WPER; ++u) {
+            const i64 j = base + threadIdx.x + (i64)u * NT;
+            if (j >= hi) break;
+            const int n = nidx[u];
+            float wsum = 0.0f;
+            if (n >= 0) {
+                int off[M];
+                cs_skew_offsets<GP, M, P>(n & 7, off);
+                float acc[GP];
+                cs_token_scores<GP, M, P>(lut, w[u], n & 7, off, acc);
+#pragma unroll
+                for (int h = 0; h < GT; ++h) {
+                    const float p = __expf(cs_clean(acc[h]) - lse_r[h]);
+                    wsum += p == p ? p : 0.0f;
+                }
+            }
+            if (!first_tile) wsum += out_w[obase + j];
+            if (last_tile) wsum *= 1.0f / (float)G;
+            out_w[obase + j] = n >= 0 ? wsum : 0.0f;
+        }
     }
 }
 """

@@ -1,6 +1,6 @@
 """Phase timestamps (%globaltimer, ns -> us) of the cooperative kernel: row 0, every CTA.
 
-    python3 scripts/coop_phases.py SHAPE[,SHAPE] [MODE[,MODE]]
+    python3 scripts/coop_phases.py SHAPE[,SHAPE] [MODE[,MODE]] [MAX_CTAS_A_ROW]
 """
 import sys
 sys.path.insert(0, ".")
@@ -10,6 +10,8 @@ names = {0: "start", 9: "lutload", 10: "qsync", 1: "lut", 2: "scored", 3: "keys"
 for shape in sys.argv[1].split(","):
     for mode in (sys.argv[2] if len(sys.argv) > 2 else "softmax_sum").split(","):
         plan = bench.plan_for(shape, mode)
+        if len(sys.argv) > 3:
+            plan._core.coop_ctas = int(sys.argv[3])
         inp = bench.make_inputs(shape, "float16", 0)
         plan(*inp)
         geo = plan._core.geometry(0)

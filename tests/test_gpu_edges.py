@@ -124,9 +124,15 @@ def test_errors_on_device_arrays():
          "Invalid layout of q: expected a C-contiguous array"),
         ((q, c, codes[:, :, ::2], lens), ValueError, "Invalid layout of codes|Invalid shape"),
     ]
+    cupysel.select(q, c, codes, lens, **kw)  # valid: its validation is now cached
     for args, exc, match in cases:
         with pytest.raises(exc, match=match):
             cupysel.select(*args, **kw)
+    # Arguments equal to a cached valid call's but of another type are still refused.
+    for bad, match in ((dict(k=True), "Invalid type of k"), (dict(sink=1.0), "Invalid type of sink"),
+                       (dict(group_reduce=["max"]), "Invalid group_reduce")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            cupysel.select(q, c, codes, lens, **{**kw, **bad})
     with pytest.raises(ValueError, match="Invalid group_reduce"):
         cupysel.select(q, c, codes, lens, **kw, group_reduce="median")
     plan = cupysel.Selector(**BASE, **kw)

@@ -178,3 +178,33 @@ def test_plans_sharing_a_function_never_lower_its_limit():
     sel = plan(*to_device(*host))  # plan A again, after plan B set the limit
     assert not reference.verify(sel, reference.select(*host, sink=3, window=2, k=50),
                                 sink=3, window=2, k=50)
+
+
+@pytest.mark.parametrize("wsplit", [1, 2])
+def test_weights_blocks_of_several_rounds(wsplit):
+    """max / mean weights blocks that take more entries than one round of their threads
+    (the plan never asks for it: forced here so the loop stays exercised)."""
+    import dataclasses
+
+    import kernels_cu as kc
+
+    rng = np.random.default_rng(31 + wsplit)
+    sizes = dict(batch=2, q_heads=8, kv_heads=2, head_dim=64, subspaces=8, n_centroids=64,
+                 capacity=20000)
+    host = host_inputs(rng, **sizes, seq_lens=[20000, 15000])
+    dev = to_device(*host)
+    kw = dict(sink=5, window=40, k=9000)
+    total = 9045
+    assert -(-total // wsplit) > kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD
+    for mode in ("max", "mean"):
+        plan = cupysel.Selector(**sizes, **kw, group_reduce=mode)
+        plan._core.path = "staged"
+        geo = plan._core.geometry(dev[0].device.id)
+        plan._core._geo[dev[0].device.id] = dataclasses.replace(
+            geo, wsplit=wsplit, wchunk=-(-total // wsplit))
+        sel = plan(*dev)
+        poison(sel)
+        sel = plan(*dev)
+        ref = reference.select(*host, **kw, group_reduce=mode)
+        assert not reference.verify(sel, ref, **kw)
+

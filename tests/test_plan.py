@@ -37,3 +37,21 @@ def test_cooperative_geometry_respects_residency_and_shared_memory():
     assert coop_geometry(short, **H100) == (2, 160)  # at least 256 tokens a CTA, 32-aligned
     with pytest.raises(ValueError, match="cooperative path does not fit"):
         plan_geometry(config("batch16-128k"), 132, path="coop")
+
+
+def test_weights_blocks():
+    """One weights block a row where the rows fill the GPU; more for fewer rows; never
+    more entries a block than one round of its threads."""
+    import kernels_cu as kc
+
+    geo = plan_geometry(config("batch16-32k", "max"), 132)
+    assert (geo.wsplit, geo.wchunk) == (1, 2144)
+    geo = plan_geometry(config("qwen-ragged", "mean"), 132)
+    assert (geo.wsplit, geo.wchunk) == (2, 1072)
+    geo = plan_geometry(config("llama-32k", "max"), 132, path="staged")
+    assert geo.wsplit == 9 and geo.wchunk * 9 >= 2144 and geo.wchunk >= 238
+    big = config("llama-32k", "max", k=30000)
+    geo = plan_geometry(big, 132, path="staged")
+    assert geo.wchunk <= kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD
+    assert geo.wsplit * geo.wchunk >= big.total
+
