@@ -134,25 +134,6 @@ __device__ __forceinline__ int cs_block_exscan(int v, int& total, int* scratch) 
     return before + x - v;
 }
 
-// Radix step: the bin holding the need-th largest element of a histogram.
-template <int NT>
-__device__ __forceinline__ void cs_find_bin(const int* h, int nbins, int need, int* scratch,
-                                            int* out) {
-    // out[0] = bin with above < need <= above + h[bin]; out[1] = above. Bins from the top.
-    const int per = nbins >= NT ? nbins / NT : 1;
-    const int mine = threadIdx.x * per < nbins ? per : 0;
-    int sum = 0;
-    for (int i = 0; i < mine; ++i) sum += h[nbins - 1 - (threadIdx.x * per + i)];
-    int total;
-    int run = cs_block_exscan<NT>(sum, total, scratch);
-    for (int i = 0; i < mine; ++i) {
-        const int bin = nbins - 1 - (threadIdx.x * per + i);
-        if (run < need && run + h[bin] >= need) { out[0] = bin; out[1] = run; }
-        run += h[bin];
-    }
-    __syncthreads();
-}
-
 // Phase timestamps for profiling (prof == nullptr in normal launches).
 __device__ __forceinline__ void cs_mark(long long* prof, int phase) {
     if (prof != nullptr && threadIdx.x == 0) {
@@ -184,35 +165,64 @@ __device__ int cs_tie_cut(AT at, int n, u32 T, int need, int count, int* scratch
     return cut;
 }
 
+// Warp-wide: among 64 counts v (index 63 is the top), the index holding the need-th
+// element from the top: out[0] = index, out[1] = count above it. Needs
+// 1 <= need <= sum(v); exactly one lane writes.
+__device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
+    const int lane = threadIdx.x & 31;
+    const int hi = 63 - 2 * lane, lo = 62 - 2 * lane;
+    const int a = v[hi], c = v[lo];
+    int incl = a + c;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(CS_FULL, incl, o);
+        if (lane >= o) incl += y;
+    }
+    const int ex = incl - a - c;
+    if (ex < need && need <= ex + a) { out[0] = hi; out[1] = ex; }
+    else if (ex + a < need && need <= incl) { out[0] = lo; out[1] = ex + a; }
+}
+
 // Exact top-K finish. `at(i)` (i < n) gives entries (key << 32 | position) in position
 // order; among those whose key has the top 12 bits b1, find the need-th largest key T
-// (radix levels on bits 19..8 and 7..0, over 4096 shared counts h) and the tie cut: a
+// (radix levels on bits 19..8 and 7..0 over the shared counts h (4096) and their 64-bin
+// group sums tot (64), each bin found by one warp: no block scan) and the tie cut: a
 // key equal to T is taken iff its position <= pos_cut (the need-th equal key in
-// position order; INT_MAX when every equal key is taken).
+// position order; INT_MAX when every equal key is taken). found: 6 ints.
 template <int NT, typename AT>
-__device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* scratch, int* found,
-                          u32& T, int& pos_cut) {
+__device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int* scratch,
+                          int* found, u32& T, int& pos_cut) {
     u32 prefix = b1;
     int last_count = 0;
     for (int level = 0; level < 2; ++level) {
         const int shift = level == 0 ? 8 : 0;
         const int nb = level == 0 ? 4096 : 256;
         const int pbits = level == 0 ? 20 : 8;
-        for (int i = threadIdx.x; i < 4096; i += NT) h[i] = 0;
+        for (int i = threadIdx.x; i < nb; i += NT) h[i] = 0;
+        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
         for (int i = threadIdx.x; i < n; i += NT) {
             const u32 k = (u32)(at(i) >> 32);
-            if ((k >> pbits) == prefix) atomicAdd(&h[(k >> shift) & (nb - 1)], 1);
+            if ((k >> pbits) == prefix) {
+                const int bin = (k >> shift) & (nb - 1);
+                atomicAdd(&h[bin], 1);
+                atomicAdd(&tot[bin >> 6], 1);
+            }
         }
         __syncthreads();
-        cs_find_bin<NT>(h, nb, need, scratch, found);
-        prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)found[0];
-        need -= found[1];
-        last_count = h[found[0]];
+        if (threadIdx.x < 32) cs_find64(tot, need, found);
+        __syncthreads();
+        const int grp = found[0];
+        if (threadIdx.x < 32) cs_find64(h + grp * 64, need - found[1], found + 2);
+        __syncthreads();
+        const int bin = grp * 64 + found[2];
+        need -= found[1] + found[3];
+        last_count = h[bin];
+        prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)bin;
         __syncthreads();
     }
     T = prefix;
-    pos_cut = cs_tie_cut<NT>(at, n, T, need, last_count, scratch, found + 2);
+    pos_cut = cs_tie_cut<NT>(at, n, T, need, last_count, scratch, found + 4);
 }
 
 // The last block of a group to arrive returns true (threadFenceReduction pattern).

@@ -62,65 +62,6 @@ __device__ __forceinline__ void cs_row_barrier(u64* ctr, u64 target) {
     __syncthreads();
 }
 
-// Warp-wide: among 64 counts v (index 63 is the top), the index holding the need-th
-// element from the top: out[0] = index, out[1] = count above it. Needs
-// 1 <= need <= sum(v); exactly one lane writes.
-__device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
-    const int lane = threadIdx.x & 31;
-    const int hi = 63 - 2 * lane, lo = 62 - 2 * lane;
-    const int a = v[hi], c = v[lo];
-    int incl = a + c;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(CS_FULL, incl, o);
-        if (lane >= o) incl += y;
-    }
-    const int ex = incl - a - c;
-    if (ex < need && need <= ex + a) { out[0] = hi; out[1] = ex; }
-    else if (ex + a < need && need <= incl) { out[0] = lo; out[1] = ex + a; }
-}
-
-// Exact finish over the gathered bin (position order, in shared memory): the need-th
-// largest key T among the keys with top 12 bits b1 (radix levels on bits 19..8 and
-// 7..0, each bin found from 64-bin group sums by one warp: no block scan), and the tie
-// cut as in cs_finish: a key equal to T is taken iff its position <= pos_cut.
-template <int NT>
-__device__ void cs_finish_list(const u64* gl, int n, u32 b1, int need, int* h, int* tot,
-                               int* scratch, int* found, u32& T, int& pos_cut) {
-    u32 prefix = b1;
-    int last_count = 0;
-    for (int level = 0; level < 2; ++level) {
-        const int shift = level == 0 ? 8 : 0;
-        const int nb = level == 0 ? 4096 : 256;
-        const int pbits = level == 0 ? 20 : 8;
-        for (int i = threadIdx.x; i < nb; i += NT) h[i] = 0;
-        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
-        __syncthreads();
-        for (int i = threadIdx.x; i < n; i += NT) {
-            const u32 k = (u32)(gl[i] >> 32);
-            if ((k >> pbits) == prefix) {
-                const int bin = (k >> shift) & (nb - 1);
-                atomicAdd(&h[bin], 1);
-                atomicAdd(&tot[bin >> 6], 1);
-            }
-        }
-        __syncthreads();
-        if (threadIdx.x < 32) cs_find64(tot, need, found);
-        __syncthreads();
-        const int grp = found[0];
-        if (threadIdx.x < 32) cs_find64(h + grp * 64, need - found[1], found + 2);
-        __syncthreads();
-        const int bin = grp * 64 + found[2];
-        need -= found[1] + found[3];
-        last_count = h[bin];
-        prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)bin;
-        __syncthreads();
-    }
-    T = prefix;
-    pos_cut = cs_tie_cut<NT>([&](int i) -> u64 { return gl[i]; }, n, T, need, last_count, scratch,
-                             found + 4);
-}
-
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
           int VEC, int NT>
 __global__ void __launch_bounds__(NT, 1) cs_coop(
@@ -465,7 +406,8 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         for (int i = threadIdx.x; i < nb1; i += NT) gl[i] = __ldcg(grow + i);
         __syncthreads();
         cs_mark(prof, 6);
-        cs_finish_list<NT>(gl, nb1, (u32)b1, need1, hist, tot, scratch, found, T, pos_cut);
+        cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot, scratch,
+                      found, T, pos_cut);
         // Heavy tokens before this CTA: those above the bin in lower ranks, plus the
         // bin's keys of lower ranks that pass the threshold.
         if (threadIdx.x == 0) found[5] = 0;

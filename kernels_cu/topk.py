@@ -52,7 +52,8 @@ __global__ void __launch_bounds__(NT) cs_topk(
     int* h = reinterpret_cast<int*>(work);                        // 4096 bins
     int* segoff = reinterpret_cast<int*>(work + CS_BITONIC_CAP);  // CS_MAX_SPLITS + 1
     __shared__ int scratch[40];
-    __shared__ int found[4];
+    __shared__ int found[8];
+    __shared__ int tot[64];
 
     const int row = blockIdx.y, b = row / Hkv;
     const int split = blockIdx.x, nsplit = gridDim.x;
@@ -189,7 +190,7 @@ __global__ void __launch_bounds__(NT) cs_topk(
         pos_cut = (int)(~(u32)e);
         __syncthreads();
     } else {
-        cs_finish<NT>(at, flat, b1, need1, h, scratch, found, T, pos_cut);
+        cs_finish<NT>(at, flat, b1, need1, h, tot, scratch, found, T, pos_cut);
     }
 
     // ---- merge-free heavy output: the flat list is in position order, so a prefix
