@@ -55,3 +55,19 @@ def test_weights_blocks():
     assert geo.wchunk <= kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD
     assert geo.wsplit * geo.wchunk >= big.total
 
+
+
+def test_score_blocks_fill_one_wave_of_bounded_length():
+    """Score blocks: one wave over the SMs (2 an SM with a 64 KiB table, 1 with 128 KiB),
+    but never more than SPLIT_MAX tokens a block, so ragged rows do not leave one long
+    block as the tail."""
+    from cupysel import plan
+
+    geo = plan_geometry(config("batch16-32k"), 132, path="staged")
+    assert (geo.nsplit, geo.split_len, geo.score_minb) == (2, 16384, 2)
+    geo = plan_geometry(config("batch16-128k"), 132, path="staged")
+    assert geo.split_len <= plan.SPLIT_MAX and geo.nsplit == 4
+    geo = plan_geometry(config("qwen-ragged"), 132, path="staged")
+    assert geo.score_minb == 1 and geo.nsplit == 4
+    geo = plan_geometry(config("llama-32k"), 132, path="staged")
+    assert geo.nsplit == 32 and geo.split_len == 1024  # 8 rows, 264 slots, 32-token multiples
