@@ -20,6 +20,7 @@ TESTS=(
   "tests/test_gpu_select.py::test_random_case_staged[4]"
   "tests/test_gpu_select.py::test_random_case_staged_bitonic[7]"
   "tests/test_gpu_select.py::test_many_ties_take_the_radix_path"
+  "tests/test_gpu_select.py::test_weights_blocks_of_several_rounds[2]"
   "tests/test_gpu_edges.py::test_bad_contents_are_safe_and_check_raises"
   "tests/test_gpu_edges.py::test_edge_shapes[max-G7-auto]"
   "tests/test_gpu_edges.py::test_edge_shapes[mean-qwen-staged]"
