@@ -54,8 +54,8 @@ SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recom
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
                   smem_per_block=227 * 1024, coop_ctas=None):
     """Split rows so that the score blocks fill the GPU in one wave (as many as fit on
-    the SMs at once, by shared memory), in blocks of at most SPLIT_MAX tokens; top-K and index blocks take TSPLIT_LEN tokens
-    each, many waves, to hide latency. softmax_sum saves its per-head scores for the
+    the SMs at once, by shared memory), in blocks of at most SPLIT_MAX tokens; top-K and
+    index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum saves its per-head scores for the
     second pass (which then reads 4 bytes a head instead of re-scoring) up to SAVE_LIMIT.
     Where the cooperative path applies ("auto" or "coop") it is taken instead."""
     n = cfg.capacity
@@ -66,8 +66,7 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
             and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
     want = max(1, per_sm * sm_count // cfg.rows)
-    if SPLIT_MAX:
-        want = max(want, -(-n // SPLIT_MAX))
+    want = max(want, -(-n // SPLIT_MAX))
     nsplit = max(1, min(want, -(-n // MIN_SPLIT), MAX_SPLITS))
     split_len = _round_len(n, nsplit)
     tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
@@ -326,7 +325,7 @@ class Core:
         if prog is not None:
             return prog
         cfg, geo = self.cfg, self.geometry(device_id)
-        rows = cfg.rows
+        rows, last = cfg.rows, len(ks.tiles) - 1
         P, I, F = "p", "i", "f"
         dims = [(I, cfg.kv_heads), (I, cfg.group), (I, cfg.capacity)]
         sk = [(I, cfg.sink), (I, cfg.k), (I, cfg.window)]
@@ -348,35 +347,29 @@ class Core:
                 cooperative=True)
             self._programs[key] = prog
             return prog
-        self._staged(add, ks, geo, rows, dims, sk, per_seq)
-        self._programs[key] = prog
-        return prog
-
-    def _staged(self, add, ks, geo, nrows, dims, sk, per_seq):
-        """The staged launches: score pass(es), top-K with the index output, weights."""
-        cfg, last = self.cfg, len(ks.tiles) - 1
-        P, I, F = "p", "i", "f"
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
-                add("score", ks.score(gt, bits), (geo.nsplit, nrows), (kc.NT_SCORE,),
+                add("score", ks.score(gt, bits), (geo.nsplit, rows), (kc.NT_SCORE,),
                     ks.score_smem(gt, bits),
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
                      (P, "stats"), (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate")]
                     + dims + [(I, cfg.n_centroids)] + sk +
                     [(F, cfg.scale), (I, h0), (I, geo.split_len), per_seq, (I, int(t == 0)),
                      (I, int(t == last))])
-        add("topk", ks.topk(), (geo.tsplit, nrows), (kc.NT_TOPK,), kc.TOPK_SMEM,
+        add("topk", ks.topk(), (geo.tsplit, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
             [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
              (P, "counters"), (P, "rowstate"), (P, "indices"), (P, "weights"), (P, "counts")]
             + dims + sk + [(I, geo.tsplit_len)])
         if cfg.group_reduce != "softmax_sum" and cfg.total > 0:
             for t, (h0, gt) in enumerate(ks.tiles):
-                add("weights", ks.weights(gt), (geo.wsplit, nrows), (kc.NT_WEIGHTS,),
+                add("weights", ks.weights(gt), (geo.wsplit, rows), (kc.NT_WEIGHTS,),
                     ks.weights_smem(gt),
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lse"), (P, "indices"),
                      (P, "weights")] + dims +
                     [(I, cfg.n_centroids), (I, cfg.total), (F, cfg.scale), (I, h0),
                      (I, geo.wchunk), per_seq, (I, int(t == 0)), (I, int(t == last))])
+        self._programs[key] = prog
+        return prog
 
     def enqueue(self, device_id, arrays, b, stream, stages=STAGES):
         """Queue the whole selection on `stream`; no host read, no synchronisation.
