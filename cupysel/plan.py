@@ -55,8 +55,9 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
                   smem_per_block=227 * 1024, coop_ctas=None):
     """Split rows so that the score blocks fill the GPU in one wave (as many as fit on
     the SMs at once, by shared memory), in blocks of at most SPLIT_MAX tokens; top-K and
-    index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum saves its per-head scores for the
-    second pass (which then reads 4 bytes a head instead of re-scoring) up to SAVE_LIMIT.
+    index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
+    saves its per-head scores for the second pass (which then reads 4 bytes a head
+    instead of re-scoring) up to SAVE_LIMIT.
     Where the cooperative path applies ("auto" or "coop") it is taken instead."""
     n = cfg.capacity
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
