@@ -22,12 +22,7 @@ from .compile import get_function
 from .launch import Launch
 from .select import Selection
 
-MIN_SPLIT = 512
-# Tokens a score block takes at most. One wave of blocks suits rows at full length; with
-# ragged lengths (which the plan cannot see: they live on the device) the longest rows'
-# blocks are the tail. Measured on the H100: 32768 took qwen-ragged max 224 -> 208 us
-# and batch16-128k max 282 -> 296 us (more table builds); 16384 and 8192 cost more.
-SPLIT_MAX = 32768
+MIN_SPLIT = 512  # tokens a score block takes at least
 TSPLIT_LEN = 16384  # measured: 4096 -> 16384 took the top-K stage 74.8 -> 65.8 us (batch16-128k)
 MAX_SPLITS = 4096
 WEIGHTS_MIN = 256  # entries a weights block takes at least
@@ -36,8 +31,9 @@ STAGES = ("score", "topk", "weights", "coop")
 
 @dataclass(frozen=True)
 class Geometry:
-    nsplit: int      # score blocks per row
-    split_len: int   # tokens per score block, a multiple of 32 (token n on a thread with n % 8 == tid % 8)
+    slots: int       # score blocks resident at once, which the kernel's partition fills
+    nsc: int         # score blocks a row at most (softmax statistics kept per row and head)
+    score_grid: int  # score blocks launched (those past the partition return at once)
     tsplit: int      # top-K / index blocks (and candidate segments) per row
     tsplit_len: int  # tokens per top-K block
     save: bool       # softmax_sum keeps per-head scores for its second pass
@@ -53,8 +49,8 @@ SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recom
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
                   smem_per_block=227 * 1024, coop_ctas=None):
-    """Split rows so that the score blocks fill the GPU in one wave (as many as fit on
-    the SMs at once, by shared memory), in blocks of at most SPLIT_MAX tokens; top-K and
+    """Score blocks fill the GPU in one wave (as many as fit on the SMs at once, by
+    shared memory), their length chosen by the kernel from the lengths; top-K and
     index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
     saves its per-head scores for the second pass (which then reads 4 bytes a head
     instead of re-scoring) up to SAVE_LIMIT.
@@ -66,10 +62,12 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     per_sm = max(1, min(2, smem_per_sm // lut))
     save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
             and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
-    want = max(1, per_sm * sm_count // cfg.rows)
-    want = max(want, -(-n // SPLIT_MAX))
-    nsplit = max(1, min(want, -(-n // MIN_SPLIT), MAX_SPLITS))
-    split_len = _round_len(n, nsplit)
+    # The score kernel sizes its blocks from the lengths on the device (cs_score_part):
+    # at most `slots` blocks (one a row where even that does not fit), each of at least
+    # MIN_SPLIT tokens. Measured against fixed blocks of at most 32768 tokens:
+    # qwen-ragged max 233 -> 178 us, batch16-128k max 308 -> 288, batch16-32k equal.
+    slots = per_sm * sm_count
+    nsc = max(1, min(slots, -(-n // MIN_SPLIT)))
     tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
     coop, chunk = 0, 0
     if path in ("auto", "coop"):
@@ -81,8 +79,8 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     total = max(cfg.total, 1)
     wsplit = max(-(-total // (kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD)),
                  min(-(-total // WEIGHTS_MIN), max(1, sm_count // cfg.rows)))
-    return Geometry(-(-n // split_len), split_len, -(-n // tlen), tlen, save, per_sm, coop, chunk,
-                    wsplit, -(-total // wsplit))
+    return Geometry(slots, nsc, max(slots, cfg.rows), -(-n // tlen), tlen, save, per_sm, coop,
+                    chunk, wsplit, -(-total // wsplit))
 
 
 COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for nothing
@@ -219,7 +217,7 @@ def _layout(cfg, geo):
         zero = [("counters", rows * i4), ("hist", rows * 4096 * i4)]
         rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * gp * i4 if geo.save else i4),
                 ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
-                ("stats", rows * cfg.group * geo.nsplit * 2 * i4),
+                ("stats", rows * cfg.group * geo.nsc * 2 * i4),
                 ("lse", rows * cfg.group * i4), ("segcnt", rows * geo.tsplit * i4),
                 ("rowstate", rows * 4 * i4)]
     out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
@@ -350,12 +348,13 @@ class Core:
             return prog
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
-                add("score", ks.score(gt, bits), (geo.nsplit, rows), (kc.NT_SCORE,),
+                add("score", ks.score(gt, bits), (geo.score_grid,), (kc.NT_SCORE,),
                     ks.score_smem(gt, bits),
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
                      (P, "stats"), (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate")]
                     + dims + [(I, cfg.n_centroids)] + sk +
-                    [(F, cfg.scale), (I, h0), (I, geo.split_len), per_seq, (I, int(t == 0)),
+                    [(F, cfg.scale), (I, h0), (I, cfg.batch), (I, geo.slots), (I, MIN_SPLIT),
+                     (I, geo.nsc), per_seq, (I, int(t == 0)),
                      (I, int(t == last))])
         add("topk", ks.topk(), (geo.tsplit, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
             [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),

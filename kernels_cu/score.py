@@ -1,8 +1,10 @@
 """Score stage: PQ lookup-table scores, softmax statistics and the first radix level.
 
-Grid (nsplit, B*Hkv): block (split, row) scores tokens [split*split_len, ...) of one
-(sequence, kv head) row with the group's lookup table in shared memory, U tokens per
-thread in flight. PASS bits:
+Grid (blocks, 1). The rows' valid tokens are cut into blocks of one length, chosen on
+the device from seq_lens: the shortest with which all blocks are resident at once
+(`slots`), so one wave whatever the lengths (cs_score_part). Block (row, split)
+scores tokens [split*len, ...) of one (sequence, kv head) row with the group's lookup
+table in shared memory, U tokens per thread in flight. PASS bits:
   1  softmax statistics: per-head (max, sum exp) of the block; the row's last block
      folds them, in split order, into LSE.
   2  ranking scores r into rbuf (added to / maxed with the previous head tile's when
@@ -20,6 +22,75 @@ SCORE = r"""
 #define CS_HIST (1 << CS_HIST_BITS)
 #define CS_U 4
 
+// Score blocks of all rows when each row's valid tokens are cut into blocks of len
+// tokens (at least one block a row, for its last block to fold the row). Warp-wide.
+template <int LT>
+__device__ __forceinline__ i64 cs_score_blocks(const void* seq_lens, int B, int Hkv, int N, i64 len) {
+    i64 n = 0;
+    for (int b = threadIdx.x & 31; b < B; b += 32) {
+        const i64 l = cs_seq_len<LT>(seq_lens, b, N);
+        n += l > len ? (l + len - 1) / len : 1;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(CS_FULL, n, o);
+    return n * Hkv;
+}
+
+// The score partition: block blk's (row, split, splits of its row, len / 32) in
+// part[0..3]. All rows' valid tokens go in blocks of one length len, the shortest
+// multiple of 32 (>= min_len) with which every block is resident at once (at most
+// `slots` blocks; one block a row where even that does not fit): one wave whose
+// longest block is as short as the lengths allow. Blocks in row order; past the last
+// one, row = -1. Warp 0 binary-searches len over the B lengths (32 at a time).
+template <int LT>
+__device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int Hkv, int N,
+                                              int slots, int min_len, int blk, int* part) {
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    i64 total = 0;
+    for (int b = lane; b < B; b += 32) total += cs_seq_len<LT>(seq_lens, b, N);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(CS_FULL, total, o);
+    const i64 hi0 = ((i64)N + 31) / 32 * 32;
+    i64 lo = (total * Hkv + slots - 1) / slots;
+    lo = (lo + 31) / 32 * 32;
+    lo = lo < min_len ? min_len : lo;
+    i64 hi = hi0 > lo ? hi0 : lo;
+    while (lo < hi) {
+        const i64 mid = (lo + hi) / 64 * 32;  // in [lo, hi - 32]
+        if (cs_score_blocks<LT>(seq_lens, B, Hkv, N, mid) <= slots) hi = mid;
+        else lo = mid + 32;
+    }
+    const i64 len = lo;
+    i64 before = 0;
+    if (lane == 0) part[0] = -1;
+    __syncwarp();
+    for (int b0 = 0; b0 < B; b0 += 32) {
+        const int b = b0 + lane;
+        int nb = 0;
+        if (b < B) {
+            const i64 l = cs_seq_len<LT>(seq_lens, b, N);
+            nb = l > len ? (int)((l + len - 1) / len) : 1;
+        }
+        i64 incl = (i64)nb * Hkv;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const i64 y = __shfl_up_sync(CS_FULL, incl, o);
+            if (lane >= o) incl += y;
+        }
+        const i64 ex = before + incl - (i64)nb * Hkv;
+        if (b < B && blk >= ex && blk < before + incl) {
+            const int j = (int)(blk - ex);
+            part[0] = b * Hkv + j / nb;
+            part[1] = j % nb;
+            part[2] = nb;
+            part[3] = (int)(len >> 5);
+        }
+        before += __shfl_sync(CS_FULL, incl, 31);
+        if (blk < before) break;
+    }
+}
+
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
           int PASS, int VEC, int SAVE, int NT, int MINB>
 __global__ void __launch_bounds__(NT, MINB) cs_score(
@@ -27,8 +98,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     const void* __restrict__ seq_lens, float* __restrict__ rbuf, float* __restrict__ sbuf,
     float2* __restrict__ stats, float* __restrict__ lse, int* __restrict__ hist,
     u32* __restrict__ counters, int4* __restrict__ rowstate, int Hkv, int G, int N, int C,
-    int S, int K, int W, float scale, int h0, int split_len, int cent_per_seq, int first_tile,
-    int last_tile) {
+    int S, int K, int W, float scale, int h0, int B, int slots, int min_len, int nsc,
+    int cent_per_seq, int first_tile, int last_tile) {
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
     float* qs = lut + M * P * GP;
@@ -36,14 +107,24 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     int* shist = reinterpret_cast<int*>(USE_LUT ? qs + GT * M * DS : lut);
     __shared__ float red_m[GT][NT / 32], red_s[GT][NT / 32], lse_s[GT];
     __shared__ int scratch[40];
+    __shared__ int part[4];
 
-    const int row = blockIdx.y, b = row / Hkv, g = row % Hkv;
-    const int split = blockIdx.x, nsplit = gridDim.x;
+    // The second pass walks the blocks backwards: the first pass's last writes are
+    // still in L2.
+    constexpr bool REV = PASS == 2;
+    cs_score_part<LT>(seq_lens, B, Hkv, N, slots, min_len,
+                      REV ? gridDim.x - 1 - blockIdx.x : blockIdx.x, part);
+    __syncthreads();
+    const int row = part[0];
+    if (row < 0) return;
+    const int b = row / Hkv, g = row % Hkv;
+    const int split = part[1], nsplit = part[2];
     const int D = M * DS;
     const int L = cs_seq_len<LT>(seq_lens, b, N);
     const bool hist_on = (PASS & 2) && last_tile && K > 0 && (i64)L > (i64)S + K + W;
-    const int start = split * split_len;  // a multiple of 8: token n has n % 8 == tid % 8
-    const int end = min(start + split_len, L);
+    const i64 len = (i64)part[3] << 5;
+    const int start = (int)min((i64)split * len, (i64)L);  // a multiple of 32
+    const int end = (int)min((i64)start + len, (i64)L);
     const i64 rbase = (i64)row * N;
 
     if (USE_LUT && start < end) {
@@ -174,7 +255,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     if constexpr (PASS & 1) {
         float m, t;
         cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);
-        if (threadIdx.x < GT) stats[((i64)row * G + h0 + threadIdx.x) * nsplit + split] = make_float2(m, t);
+        if (threadIdx.x < GT) stats[((i64)row * G + h0 + threadIdx.x) * nsc + split] = make_float2(m, t);
     }
     if (hist_on) {
         __syncthreads();
@@ -191,7 +272,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         // LSE of each head from the nsplit partials, in a fixed order.
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         for (int j = warp; j < GT; j += NT / 32) {
-            const float2* src = stats + ((i64)row * G + h0 + j) * nsplit;
+            const float2* src = stats + ((i64)row * G + h0 + j) * nsc;
             float m = -CS_FLT_MAX, t = 0.0f;
             for (int i = lane; i < nsplit; i += 32) {
                 const float2 v = __ldcg(src + i);

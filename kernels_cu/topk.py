@@ -55,8 +55,12 @@ __global__ void __launch_bounds__(NT) cs_topk(
     __shared__ int found[8];
     __shared__ int tot[64];
 
-    const int row = blockIdx.y, b = row / Hkv;
-    const int split = blockIdx.x, nsplit = gridDim.x;
+    // Blocks in the opposite order of the score pass that wrote rbuf last (max / mean:
+    // forwards; softmax_sum's second pass: backwards), so the first blocks read what is
+    // still in L2 (measured: batch16-128k max top-K 72.0 -> 67.0 us).
+    constexpr bool REV = MODE != 0;
+    const int row = REV ? gridDim.y - 1 - blockIdx.y : blockIdx.y, b = row / Hkv;
+    const int split = REV ? gridDim.x - 1 - blockIdx.x : blockIdx.x, nsplit = gridDim.x;
     const int L = cs_seq_len<LT>(seq_lens, b, N);
     const int KT = S + K + W;
     const i64 obase = (i64)row * KT;

@@ -140,6 +140,32 @@ def test_random_case_staged(i):
     run_case(random_case(i), path="staged")
 
 
+PARTITION_CASES = {
+    # 320 rows, more than the 264 score blocks an H100 holds: one block a row.
+    "rows_beyond_slots": dict(batch=40, q_heads=8, kv_heads=8, capacity=700,
+                              seq_lens=np.random.default_rng(11).integers(0, 701, 40)),
+    # Two long rows among empty and tiny ones: each long row takes ~60 blocks.
+    "skewed": dict(batch=12, q_heads=8, kv_heads=2, capacity=40000,
+                   seq_lens=[40000, 0, 0, 1, 0, 0, 0, 0, 0, 0, 33, 39999]),
+    # Every row empty but one of 31 tokens (shorter than one block).
+    "nearly_empty": dict(batch=5, q_heads=4, kv_heads=4, capacity=9000,
+                         seq_lens=[0, 0, 31, 0, 0]),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(PARTITION_CASES))
+def test_score_partition_extremes(name, mode):
+    """The score kernel cuts the rows into blocks from the lengths on the device: rows
+    beyond the resident blocks, very uneven rows and empty rows, against the reference
+    (and a second run bit-identical)."""
+    case = dict(head_dim=64, subspaces=8, n_centroids=32, sink=4, window=8, k=64,
+                group_reduce=mode, dtype="float16", c_dtype="float16", len_dtype="int32",
+                per_sequence_centroids=False, scale=None, seed=5)
+    case.update(PARTITION_CASES[name])
+    run_case(case, path="staged")
+
+
 @pytest.mark.parametrize("i", range(1, N_RANDOM, 6))
 def test_random_case_staged_bitonic(i):
     """The staged path with the top-K finished by the bitonic sort where the bin is small."""

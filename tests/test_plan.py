@@ -57,17 +57,17 @@ def test_weights_blocks():
 
 
 
-def test_score_blocks_fill_one_wave_of_bounded_length():
-    """Score blocks: one wave over the SMs (2 an SM with a 64 KiB table, 1 with 128 KiB),
-    but never more than SPLIT_MAX tokens a block, so ragged rows do not leave one long
-    block as the tail."""
+def test_score_blocks_fill_one_wave():
+    """Score blocks: one wave over the SMs (2 an SM with a 64 KiB table, 1 with Qwen's
+    128 KiB), the kernel sizing them from the lengths; the statistics hold a row's
+    blocks at most, and the grid has room for one block a row when rows exceed slots."""
     from cupysel import plan
 
     geo = plan_geometry(config("batch16-32k"), 132, path="staged")
-    assert (geo.nsplit, geo.split_len, geo.score_minb) == (2, 16384, 2)
-    geo = plan_geometry(config("batch16-128k"), 132, path="staged")
-    assert geo.split_len <= plan.SPLIT_MAX and geo.nsplit == 4
+    assert (geo.slots, geo.score_grid, geo.score_minb, geo.nsc) == (264, 264, 2, 64)
     geo = plan_geometry(config("qwen-ragged"), 132, path="staged")
-    assert geo.score_minb == 1 and geo.nsplit == 4
-    geo = plan_geometry(config("llama-32k"), 132, path="staged")
-    assert geo.nsplit == 32 and geo.split_len == 1024  # 8 rows, 264 slots, 32-token multiples
+    assert (geo.slots, geo.score_grid, geo.score_minb, geo.nsc) == (132, 132, 1, 132)
+    geo = plan_geometry(config("batch16-32k", batch=64), 132, path="staged")
+    assert geo.score_grid == 512  # 512 rows, 264 slots: one block a row
+    geo = plan_geometry(config("llama-32k", capacity=1000), 132, path="staged")
+    assert geo.nsc == 2 and 2 * plan.MIN_SPLIT >= 1000
