@@ -22,56 +22,64 @@ SCORE = r"""
 #define CS_HIST (1 << CS_HIST_BITS)
 #define CS_U 4
 
-// Score blocks of all rows when each row's valid tokens are cut into blocks of len
-// tokens (at least one block a row, for its last block to fold the row). Warp-wide.
-template <int LT>
-__device__ __forceinline__ i64 cs_score_blocks(const void* seq_lens, int B, int Hkv, int N, i64 len) {
-    i64 n = 0;
-    for (int b = threadIdx.x & 31; b < B; b += 32) {
-        const i64 l = cs_seq_len<LT>(seq_lens, b, N);
-        n += l > len ? (l + len - 1) / len : 1;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(CS_FULL, n, o);
-    return n * Hkv;
+// Blocks of a row of l tokens cut into blocks of len (at least one, for the row's last
+// block to fold it). 32-bit: l <= N < 2^31 and len <= N rounded up to 32.
+__device__ __forceinline__ u32 cs_row_blocks(u32 l, u32 len) {
+    return l > len ? (l + len - 1) / len : 1u;
 }
 
-// The score partition: block blk's (row, split, splits of its row, len / 32) in
-// part[0..3]. All rows' valid tokens go in blocks of one length len, the shortest
-// multiple of 32 (>= min_len) with which every block is resident at once (at most
-// `slots` blocks; one block a row where even that does not fit): one wave whose
-// longest block is as short as the lengths allow. Blocks in row order; past the last
-// one, row = -1. Warp 0 binary-searches len over the B lengths (32 at a time).
+// The score partition: block blk's (row, split, splits of its row, len / 32) in part[0..3].
+// All rows' valid tokens go in blocks of one length len, the shortest multiple of 32
+// (>= min_len) with which every block is resident at once (at most `slots` blocks; one
+// block a row where even that does not fit): one wave whose longest block is as short
+// as the lengths allow. Blocks in row order; past the last one, row = -1. Warp 0
+// binary-searches len over the B lengths, 32 at a time (~10 steps on the SPEC shapes).
 template <int LT>
 __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int Hkv, int N,
                                               int slots, int min_len, int blk, int* part) {
     if (threadIdx.x >= 32) return;
     const int lane = threadIdx.x;
+    const u32 l0 = lane < B ? (u32)cs_seq_len<LT>(seq_lens, lane, N) : 0u;
     i64 total = 0;
-    for (int b = lane; b < B; b += 32) total += cs_seq_len<LT>(seq_lens, b, N);
+    for (int b = lane; b < B; b += 32) total += b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(CS_FULL, total, o);
-    const i64 hi0 = ((i64)N + 31) / 32 * 32;
-    i64 lo = (total * Hkv + slots - 1) / slots;
-    lo = (lo + 31) / 32 * 32;
-    lo = lo < min_len ? min_len : lo;
-    i64 hi = hi0 > lo ? hi0 : lo;
+    i64 lo64 = (total * Hkv + slots - 1) / slots;
+    lo64 = (lo64 + 31) / 32 * 32;
+    const u32 hi0 = (u32)(((i64)N + 31) / 32 * 32);
+    u32 lo = lo64 < min_len ? (u32)min_len : (lo64 > hi0 ? hi0 : (u32)lo64);
+    u32 hi = hi0 > lo ? hi0 : lo;
+    // Rows of one length (the common case) need no search: nb blocks a row, as many as
+    // fit (the search took 4-8 us of every block on batch16-32k / batch16-128k).
+    bool equal = true;
+    for (int b = lane; b < B; b += 32) equal &= (b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N)) == (u32)__shfl_sync(CS_FULL, l0, 0);
+    if (__all_sync(CS_FULL, equal)) {
+        const u32 l = __shfl_sync(CS_FULL, l0, 0);
+        const u32 rows = (u32)B * Hkv;
+        u32 nb = (u32)slots / rows;
+        const u32 most = l / (u32)min_len;
+        nb = nb < most ? nb : most;
+        nb = nb < 1 ? 1 : nb;
+        const u32 len = ((l + nb - 1) / nb + 31) / 32 * 32;
+        lo = hi = len < 32 ? 32 : len;
+    }
     while (lo < hi) {
-        const i64 mid = (lo + hi) / 64 * 32;  // in [lo, hi - 32]
-        if (cs_score_blocks<LT>(seq_lens, B, Hkv, N, mid) <= slots) hi = mid;
+        const u32 mid = (lo + hi) / 64 * 32;  // in [lo, hi - 32]
+        i64 n = 0;
+        for (int b = lane; b < B; b += 32)
+            n += cs_row_blocks(b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N), mid);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(CS_FULL, n, o);
+        if (n * Hkv <= slots) hi = mid;
         else lo = mid + 32;
     }
-    const i64 len = lo;
+    const u32 len = lo;
     i64 before = 0;
     if (lane == 0) part[0] = -1;
     __syncwarp();
     for (int b0 = 0; b0 < B; b0 += 32) {
         const int b = b0 + lane;
-        int nb = 0;
-        if (b < B) {
-            const i64 l = cs_seq_len<LT>(seq_lens, b, N);
-            nb = l > len ? (int)((l + len - 1) / len) : 1;
-        }
+        const int nb = b < B ? (int)cs_row_blocks(b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N), len) : 0;
         i64 incl = (i64)nb * Hkv;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
@@ -84,7 +92,7 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
             part[0] = b * Hkv + j / nb;
             part[1] = j % nb;
             part[2] = nb;
-            part[3] = (int)(len >> 5);
+            part[3] = (int)(len >> 5);  // len <= 2^31
         }
         before += __shfl_sync(CS_FULL, incl, 31);
         if (blk < before) break;
@@ -118,12 +126,12 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     const int row = part[0];
     if (row < 0) return;
     const int b = row / Hkv, g = row % Hkv;
-    const int split = part[1], nsplit = part[2];
     const int D = M * DS;
     const int L = cs_seq_len<LT>(seq_lens, b, N);
     const bool hist_on = (PASS & 2) && last_tile && K > 0 && (i64)L > (i64)S + K + W;
+    // split and nsplit are read again from part after the token loop (registers).
     const i64 len = (i64)part[3] << 5;
-    const int start = (int)min((i64)split * len, (i64)L);  // a multiple of 32
+    const int start = (int)min((i64)part[1] * len, (i64)L);  // a multiple of 32
     const int end = (int)min((i64)start + len, (i64)L);
     const i64 rbase = (i64)row * N;
 
@@ -252,6 +260,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         }
     }
 
+    const int split = part[1], nsplit = part[2];
     if constexpr (PASS & 1) {
         float m, t;
         cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);

@@ -147,6 +147,10 @@ PARTITION_CASES = {
     # Two long rows among empty and tiny ones: each long row takes ~60 blocks.
     "skewed": dict(batch=12, q_heads=8, kv_heads=2, capacity=40000,
                    seq_lens=[40000, 0, 0, 1, 0, 0, 0, 0, 0, 0, 33, 39999]),
+    # 320 rows of one length (no search: one block a row), and rows all empty.
+    "equal_beyond_slots": dict(batch=40, q_heads=8, kv_heads=8, capacity=700,
+                               seq_lens=[700] * 40),
+    "all_empty": dict(batch=3, q_heads=8, kv_heads=2, capacity=5000, seq_lens=[0, 0, 0]),
     # Every row empty but one of 31 tokens (shorter than one block).
     "nearly_empty": dict(batch=5, q_heads=4, kv_heads=4, capacity=9000,
                          seq_lens=[0, 0, 31, 0, 0]),
