@@ -51,10 +51,10 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
     u32 hi = hi0 > lo ? hi0 : lo;
     // Rows of one length (the common case) need no search: nb blocks a row, as many as
     // fit (the search took 4-8 us of every block on batch16-32k / batch16-128k).
+    const u32 l = __shfl_sync(CS_FULL, l0, 0);
     bool equal = true;
-    for (int b = lane; b < B; b += 32) equal &= (b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N)) == (u32)__shfl_sync(CS_FULL, l0, 0);
+    for (int b = lane; b < B; b += 32) equal &= (b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N)) == l;
     if (__all_sync(CS_FULL, equal)) {
-        const u32 l = __shfl_sync(CS_FULL, l0, 0);
         const u32 rows = (u32)B * Hkv;
         u32 nb = (u32)slots / rows;
         const u32 most = l / (u32)min_len;
