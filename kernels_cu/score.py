@@ -40,20 +40,14 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
     if (threadIdx.x >= 32) return;
     const int lane = threadIdx.x;
     const u32 l0 = lane < B ? (u32)cs_seq_len<LT>(seq_lens, lane, N) : 0u;
-    i64 total = 0;
-    for (int b = lane; b < B; b += 32) total += b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(CS_FULL, total, o);
-    i64 lo64 = (total * Hkv + slots - 1) / slots;
-    lo64 = (lo64 + 31) / 32 * 32;
+    auto length = [&](int b) -> u32 { return b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N); };
     const u32 hi0 = (u32)(((i64)N + 31) / 32 * 32);
-    u32 lo = lo64 < min_len ? (u32)min_len : (lo64 > hi0 ? hi0 : (u32)lo64);
-    u32 hi = hi0 > lo ? hi0 : lo;
+    u32 lo, hi;
     // Rows of one length (the common case) need no search: nb blocks a row, as many as
     // fit (the search took 4-8 us of every block on batch16-32k / batch16-128k).
     const u32 l = __shfl_sync(CS_FULL, l0, 0);
     bool equal = true;
-    for (int b = lane; b < B; b += 32) equal &= (b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N)) == l;
+    for (int b = lane; b < B; b += 32) equal &= length(b) == l;
     if (__all_sync(CS_FULL, equal)) {
         const u32 rows = (u32)B * Hkv;
         u32 nb = (u32)slots / rows;
@@ -62,12 +56,20 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
         nb = nb < 1 ? 1 : nb;
         const u32 len = ((l + nb - 1) / nb + 31) / 32 * 32;
         lo = hi = len < 32 ? 32 : len;
+    } else {
+        i64 total = 0;
+        for (int b = lane; b < B; b += 32) total += length(b);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(CS_FULL, total, o);
+        i64 lo64 = (total * Hkv + slots - 1) / slots;
+        lo64 = (lo64 + 31) / 32 * 32;
+        lo = lo64 < min_len ? (u32)min_len : (lo64 > hi0 ? hi0 : (u32)lo64);
+        hi = hi0 > lo ? hi0 : lo;
     }
     while (lo < hi) {
         const u32 mid = (lo + hi) / 64 * 32;  // in [lo, hi - 32]
         i64 n = 0;
-        for (int b = lane; b < B; b += 32)
-            n += cs_row_blocks(b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N), mid);
+        for (int b = lane; b < B; b += 32) n += cs_row_blocks(length(b), mid);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(CS_FULL, n, o);
         if (n * Hkv <= slots) hi = mid;
@@ -79,7 +81,7 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
     __syncwarp();
     for (int b0 = 0; b0 < B; b0 += 32) {
         const int b = b0 + lane;
-        const int nb = b < B ? (int)cs_row_blocks(b < 32 ? l0 : (u32)cs_seq_len<LT>(seq_lens, b, N), len) : 0;
+        const int nb = b < B ? (int)cs_row_blocks(length(b), len) : 0;
         i64 incl = (i64)nb * Hkv;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
