@@ -42,6 +42,23 @@ __device__ __forceinline__ int cs_seq_len(const void* seq_lens, int b, int N) {
     return (int)(l > N ? (i64)N : l);
 }
 
+// Programmatic dependent launch (sm_90+). A staged kernel launched with it (every one
+// but the first of a call) may start while the kernel before it drains: its blocks
+// trigger their dependents at once, and a dependent reads only the inputs (q,
+// centroids, codes, seq_lens) and shared memory before cs_pdl_wait(), which returns
+// when the kernel before it has completed and its writes are visible. Both are no-ops
+// on sm_80 and for an ordinary launch.
+__device__ __forceinline__ void cs_pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cs_pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // The SPEC ranks NaN as -inf; softmax and max treat it the same way.
 __device__ __forceinline__ float cs_clean(float x) { return x != x ? CS_NEG_INF : x; }
 

@@ -16,9 +16,11 @@ INDEX = r"""
 #define CS_WPER 8  // selected tokens a thread takes in one round
 
 // Weights of the selected tokens for max / mean (one launch per head tile; the first
-// tile writes, later ones add, the last divides by G). The round's indices are loaded
-// before the table is built and the codes right after, so their latencies overlap the
-// build instead of following it (one round per block when wch <= NT * CS_WPER).
+// tile writes, later ones add, the last divides by G). On sm_90 the table is built
+// before the top-K ends (programmatic dependent launch), then the indices and codes
+// are read; elsewhere the round's indices are loaded before the build and the codes
+// right after, so their latencies overlap it (one round per block when
+// wch <= NT * CS_WPER).
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int VEC, int NT>
 __global__ void __launch_bounds__(NT) cs_weights(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
@@ -43,8 +45,15 @@ __global__ void __launch_bounds__(NT) cs_weights(
             nidx[u] = j < hi ? __ldcg(out_idx + obase + j) : -1;
         }
     };
+#if __CUDA_ARCH__ >= 900
+    // Launched as a programmatic dependent: the table is built while the top-K drains.
+    cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
+    cs_pdl_wait();
+    load_idx(lo);
+#else
     load_idx(lo);
     cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
+#endif
     float lse_r[GT];
 #pragma unroll
     for (int j = 0; j < GT; ++j) lse_r[j] = lse[(i64)row * G + h0 + j];

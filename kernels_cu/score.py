@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     // The second pass walks the blocks backwards: the first pass's last writes are
     // still in L2.
     constexpr bool REV = PASS == 2;
+    cs_pdl_trigger();
     cs_score_part<LT>(seq_lens, B, Hkv, N, slots, min_len,
                       REV ? gridDim.x - 1 - blockIdx.x : blockIdx.x, part);
     __syncthreads();
@@ -145,6 +146,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     if (hist_on) {
         for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
     }
+    cs_pdl_wait();  // the partition and the table read only inputs; the rest may not
     if constexpr (PASS == 2 && MODE == 0) {
         if (threadIdx.x < GT) lse_s[threadIdx.x] = lse[(i64)row * G + h0 + threadIdx.x];
     }

@@ -61,7 +61,9 @@ __global__ void __launch_bounds__(NT) cs_topk(
     constexpr bool REV = MODE != 0;
     const int row = REV ? gridDim.y - 1 - blockIdx.y : blockIdx.y, b = row / Hkv;
     const int split = REV ? gridDim.x - 1 - blockIdx.x : blockIdx.x, nsplit = gridDim.x;
+    cs_pdl_trigger();
     const int L = cs_seq_len<LT>(seq_lens, b, N);
+    cs_pdl_wait();
     const int KT = S + K + W;
     const i64 obase = (i64)row * KT;
     const i64 rbase = (i64)row * N;
