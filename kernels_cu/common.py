@@ -42,9 +42,9 @@ __device__ __forceinline__ int cs_seq_len(const void* seq_lens, int b, int N) {
     return (int)(l > N ? (i64)N : l);
 }
 
-// Programmatic dependent launch (sm_90+). A staged kernel launched with it (every one
-// but the first of a call) may start while the kernel before it drains: its blocks
-// trigger their dependents at once, and a dependent reads only the inputs (q,
+// Programmatic dependent launch (sm_90+). A staged kernel launched with it (Core.pdl in
+// plan.py says which) may start while the kernel before it drains: every block
+// triggers its dependents at once, and a dependent reads only the inputs (q,
 // centroids, codes, seq_lens) and shared memory before cs_pdl_wait(), which returns
 // when the kernel before it has completed and its writes are visible. Both are no-ops
 // on sm_80 and for an ordinary launch.
