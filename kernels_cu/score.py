@@ -28,7 +28,8 @@ __device__ __forceinline__ u32 cs_row_blocks(u32 l, u32 len) {
     return l > len ? (l + len - 1) / len : 1u;
 }
 
-// The score partition: block blk's (row, split, splits of its row, len / 32) in part[0..3].
+// The score partition: block blk's (row, split, splits of its row, len / 32, row length)
+// in part[0..4].
 // All rows' valid tokens go in blocks of one length len, the shortest multiple of 32
 // (>= min_len) with which every block is resident at once (at most `slots` blocks; one
 // block a row where even that does not fit): one wave whose longest block is as short
@@ -95,6 +96,7 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
             part[1] = j % nb;
             part[2] = nb;
             part[3] = (int)(len >> 5);  // len <= 2^31
+            part[4] = (int)length(b);
         }
         before += __shfl_sync(CS_FULL, incl, 31);
         if (blk < before) break;
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     int* shist = reinterpret_cast<int*>(USE_LUT ? qs + GT * M * DS : lut);
     __shared__ float red_m[GT][NT / 32], red_s[GT][NT / 32], lse_s[GT];
     __shared__ int scratch[40];
-    __shared__ int part[4];
+    __shared__ int part[5];
 
     // The second pass walks the blocks backwards: the first pass's last writes are
     // still in L2.
@@ -130,7 +132,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     if (row < 0) return;
     const int b = row / Hkv, g = row % Hkv;
     const int D = M * DS;
-    const int L = cs_seq_len<LT>(seq_lens, b, N);
+    const int L = part[4];  // read by the partition: no second load on the way to the table
     const bool hist_on = (PASS & 2) && last_tile && K > 0 && (i64)L > (i64)S + K + W;
     // split and nsplit are read again from part after the token loop (registers).
     const i64 len = (i64)part[3] << 5;
