@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     };
     // The arrivals this launch did not make. They come after every CTA of the row has
     // arrived at this CTA's last barrier, and only the next launch (ordered by the
-    // stream) needs them, so a relaxed add suffices: the release add's fence cost thread 0, and
-    // the block scan waiting on it, ~0.45 us (measured with the phase timers).
+    // stream) needs them, so a relaxed add suffices: a release add's fence cost thread 0,
+    // and the block scan waiting on it, ~0.45 us (phase timers).
     auto pad_barriers = [&]() {
         if (CL > 1 && threadIdx.x == 0 && nbar < CS_COOP_NB)
             atomicAdd(reinterpret_cast<unsigned long long*>(ctr),

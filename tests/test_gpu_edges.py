@@ -102,6 +102,32 @@ def test_all_ties_never_pad_inside_the_count(mode, path):
     assert (idx >= 0).all()
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mode", MODES)
+def test_top_scores_in_sink_and_window_are_not_heavy(mode, path):
+    """The sink and window tokens score highest, and the sink ends off an 8-token boundary:
+    the compactions read keys 8 at a time from an aligned start, so the masks at both
+    ends of the candidate range must hold (coop path: chunks of 224 tokens)."""
+    sizes = dict(BASE)
+    rng = np.random.default_rng(21)
+    lens = [600, 333]
+    q, c, codes, lens = host_inputs(rng, **sizes, seq_lens=lens, dtype="float32")
+    G = sizes["q_heads"] // sizes["kv_heads"]
+    ds = sizes["head_dim"] // sizes["subspaces"]
+    for g in range(sizes["kv_heads"]):
+        q[:, g * G:(g + 1) * G] = q[:, g * G:g * G + 1]  # one query a group
+        for m in range(sizes["subspaces"]):
+            sub = q[0, g * G, m * ds:(m + 1) * ds]
+            c[g, m, 0] = 3.0 * sub / np.linalg.norm(sub)  # code 0: the largest dot product
+    q[1] = q[0]
+    codes[codes == 0] = 1
+    S, W = 5, 7
+    for b, L in enumerate(lens):
+        codes[b, :, :S] = 0
+        codes[b, :, L - W:L] = 0
+    run((q, c, codes, lens), sizes, path, group_reduce=mode, sink=S, window=W, k=50)
+
+
 def test_errors_on_device_arrays():
     import cupy
 
