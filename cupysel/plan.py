@@ -61,7 +61,7 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     lut = cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4 + kc.HIST_BYTES + 4096
     per_sm = max(1, min(2, smem_per_sm // lut))
     save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
-            and cfg.rows * n * gp * 4 <= SAVE_LIMIT)
+            and cfg.rows * n * cfg.group * 4 <= SAVE_LIMIT)
     # The score kernel sizes its blocks from the lengths on the device (cs_score_part):
     # at most `slots` blocks (one a row where even that does not fit), each of at least
     # MIN_SPLIT tokens. Measured against fixed blocks of at most 32768 tokens:
@@ -211,11 +211,10 @@ def _layout(cfg, geo):
         rest = [("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4),
                 ("glist", rows * kc.COOP_GATHER_CAP * 8)]
     else:
-        gp = kc.padded_heads(kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)[0][1])
         # Kept zero between launches by the kernels themselves (the last block that uses
         # them resets them), so they are cleared only here.
         zero = [("counters", rows * i4), ("hist", rows * 4096 * i4)]
-        rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * gp * i4 if geo.save else i4),
+        rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * cfg.group * i4 if geo.save else i4),
                 ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
                 ("stats", rows * cfg.group * geo.nsc * 2 * i4),
                 ("lse", rows * cfg.group * i4), ("segcnt", rows * geo.tsplit * i4),
@@ -277,6 +276,11 @@ class Core:
         # the weights -3 to -8.5 us; the top-K +4.3 us on batch16-32k (its one wave of
         # blocks lands on the SMs the score frees first), so not the top-K.
         self.pdl = ("score", "weights")
+        # softmax_sum's second pass reading saved scores has no table, so it takes as many
+        # blocks as fit (by registers), not the first pass's one wave of table blocks.
+        # Measured: qwen-ragged (a 128 KiB table, one block an SM) 222 -> 208 us; shapes
+        # whose first pass already fills two blocks an SM are unchanged.
+        self.fill_second_pass = True
 
     @staticmethod
     def compute_capability(device_id):
@@ -361,12 +365,16 @@ class Core:
             return prog
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
-                add("score", ks.score(gt, bits), (geo.score_grid,), (kc.NT_SCORE,),
-                    ks.score_smem(gt, bits),
+                name, smem = ks.score(gt, bits), ks.score_smem(gt, bits)
+                slots = geo.slots
+                if ks.save_mode(bits) == 2 and self.fill_second_pass:
+                    slots = max(slots, self._resident(device_id, ks, name, smem))
+                grid = geo.score_grid if slots == geo.slots else max(slots, rows)
+                add("score", name, (grid,), (kc.NT_SCORE,), smem,
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
                      (P, "stats"), (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate")]
                     + dims + [(I, cfg.n_centroids)] + sk +
-                    [(F, cfg.scale), (I, h0), (I, cfg.batch), (I, geo.slots), (I, MIN_SPLIT),
+                    [(F, cfg.scale), (I, h0), (I, cfg.batch), (I, slots), (I, MIN_SPLIT),
                      (I, geo.nsc), per_seq, (I, int(t == 0)),
                      (I, int(t == last))])
         add("topk", ks.topk(), (geo.tsplit, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
@@ -383,6 +391,16 @@ class Core:
                      (I, geo.wchunk), per_seq, (I, int(t == 0)), (I, int(t == last))])
         self._programs[key] = prog
         return prog
+
+    @staticmethod
+    def _resident(device_id, ks, name, smem):
+        """Blocks of kernel `name` resident on the whole device at once."""
+        import cupy
+        from cupy.cuda import driver
+
+        fn = get_function(device_id, ks, name, smem)
+        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, kc.NT_SCORE, smem)
+        return max(1, per_sm) * cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
     def enqueue(self, device_id, arrays, b, stream, stages=STAGES):
         """Queue the whole selection on `stream`; no host read, no synchronisation.

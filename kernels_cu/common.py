@@ -122,30 +122,31 @@ __device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const floa
     }
 }
 
-// Block-wide exclusive prefix sum of one int per thread (NT threads, NT % 32 == 0,
-// NT <= 1024). scratch holds >= 33 ints. Every thread gets the block total.
-template <int NT>
-__device__ __forceinline__ int cs_block_exscan(int v, int& total, int* scratch) {
+// Block-wide exclusive prefix sum of one value per thread (NT threads, NT % 32 == 0,
+// NT <= 1024; T = int, or u64 holding several counters in bit fields). scratch holds
+// >= 33 values. Every thread gets the block total.
+template <int NT, typename T>
+__device__ __forceinline__ T cs_block_exscan(T v, T& total, T* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int x = v;
+    T x = v;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
-        int y = __shfl_up_sync(CS_FULL, x, o);
+        T y = __shfl_up_sync(CS_FULL, x, o);
         if (lane >= o) x += y;
     }
     if (lane == 31) scratch[warp] = x;
     __syncthreads();
     if (warp == 0) {
-        int w = lane < NT / 32 ? scratch[lane] : 0;
+        T w = lane < NT / 32 ? scratch[lane] : T(0);
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
-            int y = __shfl_up_sync(CS_FULL, w, o);
+            T y = __shfl_up_sync(CS_FULL, w, o);
             if (lane >= o) w += y;
         }
         scratch[lane] = w;
     }
     __syncthreads();
-    const int before = warp ? scratch[warp - 1] : 0;
+    const T before = warp ? scratch[warp - 1] : T(0);
     total = scratch[NT / 32 - 1];
     __syncthreads();
     return before + x - v;

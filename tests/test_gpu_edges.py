@@ -128,6 +128,31 @@ def test_top_scores_in_sink_and_window_are_not_heavy(mode, path):
     run((q, c, codes, lens), sizes, path, group_reduce=mode, sink=S, window=W, k=50)
 
 
+@pytest.mark.parametrize("group", [2, 3, 4, 7])
+def test_saved_scores_in_every_layout(group):
+    """softmax_sum on the staged path keeps each head's scores between its two passes:
+    a token's side by side where no padding head would be stored (G = 2, 4), else one
+    plane a head (G = 3, 7). The second pass has no table, so it may take more blocks
+    than the first: with G = 7 (a 128 KiB table, one block an SM) it must."""
+    import cupy
+
+    sizes = dict(batch=2, q_heads=2 * group, kv_heads=2, head_dim=128, subspaces=16,
+                 n_centroids=256, capacity=40000)
+    plan = cupysel.Selector(**sizes, sink=3, window=5, k=700)
+    plan._core.path = "staged"
+    dev = cupy.cuda.Device().id
+    assert plan._core.geometry(dev).save
+    rng = np.random.default_rng(group)
+    host = host_inputs(rng, **sizes, seq_lens=[40000, 23457])
+    run(host, sizes, "staged", sink=3, window=5, k=700)
+    arrays = to_device(*host)
+    prog = plan._core.program(dev, plan._core.kernel_set(dev, *arrays))
+    grids = [launch.grid[0] for stage, launch in prog if stage == "score"]
+    assert len(grids) == 2
+    if group == 7:
+        assert grids[1] > grids[0]
+
+
 def test_errors_on_device_arrays():
     import cupy
 
