@@ -33,7 +33,7 @@ STAGES = ("score", "topk", "weights", "coop")
 class Geometry:
     slots: int       # score blocks resident at once, which the kernel's partition fills
     nsc: int         # score blocks a row at most (softmax statistics kept per row and head)
-    score_grid: int  # score blocks launched (those past the partition return at once)
+    score_grid: int  # score blocks of a table pass (those past the partition return at once)
     tsplit: int      # top-K / index blocks (and candidate segments) per row
     tsplit_len: int  # tokens per top-K block
     save: bool       # softmax_sum keeps per-head scores for its second pass
