@@ -366,10 +366,10 @@ class Core:
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
                 name, smem = ks.score(gt, bits), ks.score_smem(gt, bits)
-                slots = geo.slots
+                slots, grid = geo.slots, geo.score_grid
                 if ks.save_mode(bits) == 2 and self.fill_second_pass:
                     slots = max(slots, self._resident(device_id, ks, name, smem))
-                grid = geo.score_grid if slots == geo.slots else max(slots, rows)
+                    grid = max(slots, rows)
                 add("score", name, (grid,), (kc.NT_SCORE,), smem,
                     [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
                      (P, "stats"), (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate")]

@@ -164,10 +164,10 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     const int cand_lo = S, cand_hi = L - W;
     const u8* crow = codes + rbase * M;
     // Saved scores (SAVE), GT floats a token: a token's side by side (16-byte accesses)
-    // where that stores no padding, GP == GT; else one plane of N floats a head.
+    // where GT % 4 == 0; else one plane of N floats a head, so no padding head is stored.
     // Measured against padded tokens on qwen-ragged (G = 7): passes 1 + 2 214 -> 204 us;
     // planes for G = 4 cost batch16-128k's second pass 3-4 us (four 4-byte loads).
-    constexpr bool PLANES = GP != GT;
+    constexpr bool PLANES = GT % 4 != 0;
     float* sbase = sbuf + rbase * GT;
     const float inv_g = 1.0f / (float)G;
     const int rot = threadIdx.x & 7;
@@ -203,16 +203,13 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
                 if constexpr (PLANES) {
 #pragma unroll
                     for (int j = 0; j < GT; ++j) s[u][j] = __ldcs(sbase + (i64)j * N + n);
-                } else if constexpr (GT % 4 == 0) {
+                } else {
                     const float4* src = reinterpret_cast<const float4*>(sbase + (i64)n * GT);
 #pragma unroll
                     for (int v = 0; v < GT / 4; ++v) {
                         const float4 t = __ldcs(src + v);
                         s[u][4 * v] = t.x; s[u][4 * v + 1] = t.y; s[u][4 * v + 2] = t.z; s[u][4 * v + 3] = t.w;
                     }
-                } else {
-#pragma unroll
-                    for (int j = 0; j < GT; ++j) s[u][j] = __ldcs(sbase + (i64)n * GT + j);
                 }
             }
         }
@@ -224,14 +221,11 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
                 if constexpr (PLANES) {
 #pragma unroll
                     for (int j = 0; j < GT; ++j) sbase[(i64)j * N + n] = s[u][j];
-                } else if constexpr (GT % 4 == 0) {
+                } else {
                     float4* dst = reinterpret_cast<float4*>(sbase + (i64)n * GT);
 #pragma unroll
                     for (int v = 0; v < GT / 4; ++v)
                         dst[v] = make_float4(s[u][4 * v], s[u][4 * v + 1], s[u][4 * v + 2], s[u][4 * v + 3]);
-                } else {
-#pragma unroll
-                    for (int j = 0; j < GT; ++j) sbase[(i64)n * GT + j] = s[u][j];
                 }
             }
 #pragma unroll

@@ -131,8 +131,8 @@ def test_top_scores_in_sink_and_window_are_not_heavy(mode, path):
 @pytest.mark.parametrize("group", [2, 3, 4, 7])
 def test_saved_scores_in_every_layout(group):
     """softmax_sum on the staged path keeps each head's scores between its two passes:
-    a token's side by side where no padding head would be stored (G = 2, 4), else one
-    plane a head (G = 3, 7). The second pass has no table, so it may take more blocks
+    a token's side by side where G is a multiple of 4 (G = 4), else one plane a head
+    (G = 2, 3, 7). The second pass has no table, so it may take more blocks
     than the first: with G = 7 (a 128 KiB table, one block an SM) it must."""
     import cupy
 
