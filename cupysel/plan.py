@@ -6,7 +6,8 @@ workspace. ``Selector`` is a Core with its own Buffers per device, reused by eve
 call; ``select()`` gives each call fresh Buffers, so calls never share memory.
 
 The launch sequence, all on one stream with no host read in between:
-  score (softmax_sum: a statistics pass, then a ranking pass; max/mean: one pass)
+  score (max/mean: one pass; softmax_sum: a filtered pass, then a rescoring pass over the
+  tokens that pass the filter, or a statistics pass then a ranking pass over all)
   -> topk (threshold, then the merge-free index output) -> weights (max/mean only).
 """
 
@@ -26,6 +27,7 @@ MIN_SPLIT = 512  # tokens a score block takes at least
 TSPLIT_LEN = 16384  # measured: 4096 -> 16384 took the top-K stage 74.8 -> 65.8 us (batch16-128k)
 MAX_SPLITS = 4096
 WEIGHTS_MIN = 256  # entries a weights block takes at least
+RESCORE_WARPS = kc.NT_SCORE // 32  # candidate segments a rescore block writes
 STAGES = ("score", "topk", "weights", "coop")
 
 
@@ -42,32 +44,42 @@ class Geometry:
     chunk: int = 0    # ... each owning this many positions (a multiple of 32)
     wsplit: int = 1   # weights blocks per row (max / mean, staged) ...
     wchunk: int = 0   # ... each taking this many output entries
+    filt: bool = False  # softmax_sum filtered: cs_rescore scores only tokens above a cut
 
 
 SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recomputes them
 
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
-                  smem_per_block=227 * 1024, coop_ctas=None):
+                  smem_per_block=227 * 1024, coop_ctas=None, softmax_filter=True):
     """Score blocks fill the GPU in one wave (as many as fit on the SMs at once, by
     shared memory), their length chosen by the kernel from the lengths; top-K and
     index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
     saves its per-head scores for the second pass (which then reads 4 bytes a head
-    instead of re-scoring) up to SAVE_LIMIT.
+    instead of re-scoring) up to SAVE_LIMIT, unless it is filtered (one head tile: the
+    second pass scores only the tokens that can be heavy, so nothing is saved).
     Where the cooperative path applies ("auto" or "coop") it is taken instead."""
     n = cfg.capacity
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
     gp = kc.padded_heads(tiles[0][1])
     lut = cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4 + kc.HIST_BYTES + 4096
     per_sm = max(1, min(2, smem_per_sm // lut))
-    save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1
-            and cfg.rows * n * cfg.group * 4 <= SAVE_LIMIT)
     # The score kernel sizes its blocks from the lengths on the device (cs_score_part):
     # at most `slots` blocks (one a row where even that does not fit), each of at least
     # MIN_SPLIT tokens. Measured against fixed blocks of at most 32768 tokens:
     # qwen-ragged max 233 -> 178 us, batch16-128k max 308 -> 288, batch16-32k equal.
     slots = per_sm * sm_count
     nsc = max(1, min(slots, -(-n // MIN_SPLIT)))
+    # softmax_sum with one head tile is filtered (cs_rescore's candidate segments, one a
+    # score block, are cs_topk's list); else its first pass saves the per-head scores.
+    rescore_smem = (cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4
+                    + tiles[0][1] * cfg.head_dim * 4 + kc.HIST_BYTES
+                    + kc.NT_SCORE // 32 * kc.RESCORE_WARP_LIST * 2)
+    filt = (softmax_filter and cfg.group_reduce == "softmax_sum" and len(tiles) == 1
+            and nsc * RESCORE_WARPS <= kc.TOPK_MAX_SEGMENTS
+            and rescore_smem <= smem_per_block - COOP_STATIC_SMEM)
+    save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1 and not filt
+            and cfg.rows * n * cfg.group * 4 <= SAVE_LIMIT)
     tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
     coop, chunk = 0, 0
     if path in ("auto", "coop"):
@@ -80,7 +92,7 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     wsplit = max(-(-total // (kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD)),
                  min(-(-total // WEIGHTS_MIN), max(1, sm_count // cfg.rows)))
     return Geometry(slots, nsc, max(slots, cfg.rows), -(-n // tlen), tlen, save, per_sm, coop,
-                    chunk, wsplit, -(-total // wsplit))
+                    chunk, wsplit, -(-total // wsplit), filt)
 
 
 COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for nothing
@@ -217,7 +229,8 @@ def _layout(cfg, geo):
         rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * cfg.group * i4 if geo.save else i4),
                 ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
                 ("stats", rows * cfg.group * geo.nsc * 2 * i4),
-                ("lse", rows * cfg.group * i4), ("segcnt", rows * geo.tsplit * i4),
+                ("lse", rows * cfg.group * i4),
+                ("segcnt", rows * (geo.nsc * RESCORE_WARPS if geo.filt else geo.tsplit) * i4),
                 ("rowstate", rows * 4 * i4)]
     out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
                                  ("weights", rows * total * i4)])
@@ -281,6 +294,9 @@ class Core:
         # Measured: qwen-ragged (a 128 KiB table, one block an SM) 222 -> 208 us; shapes
         # whose first pass already fills two blocks an SM are unchanged.
         self.fill_second_pass = True
+        # softmax_sum with one head tile: filtered first pass and a rescoring pass over the
+        # tokens that can be heavy (False: the first pass saves every per-head score).
+        self.softmax_filter = True
 
     @staticmethod
     def compute_capability(device_id):
@@ -298,7 +314,7 @@ class Core:
             geo = self._geo[device_id] = plan_geometry(
                 self.cfg, attrs["MultiProcessorCount"], attrs["MaxSharedMemoryPerMultiprocessor"],
                 self.path, bool(attrs.get("CooperativeLaunch", 1)) and cc >= 7,
-                attrs["MaxSharedMemoryPerBlockOptin"], self.coop_ctas)
+                attrs["MaxSharedMemoryPerBlockOptin"], self.coop_ctas, self.softmax_filter)
         return geo
 
     def kernel_set(self, device_id, q, centroids, codes, seq_lens):
@@ -313,7 +329,7 @@ class Core:
             ks = self._sets[key] = kc.KernelSet(
                 m, self.cfg.n_centroids, ds, q.dtype.name, centroids.dtype.name,
                 seq_lens.dtype.name, self.cfg.group_reduce, vec, self.tiles, cvec, geo.save,
-                self.topk == "bitonic", geo.score_minb, bool(geo.coop))
+                self.topk == "bitonic", geo.score_minb, bool(geo.coop), geo.filt and not geo.coop)
         return ks
 
     def check_contents(self, device_id, q, centroids, codes, seq_lens, stream):
@@ -377,10 +393,22 @@ class Core:
                     [(F, cfg.scale), (I, h0), (I, cfg.batch), (I, slots), (I, MIN_SPLIT),
                      (I, geo.nsc), per_seq, (I, int(t == 0)),
                      (I, int(t == last))])
-        add("topk", ks.topk(), (geo.tsplit, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
+        if ks.filt:
+            gt = ks.tiles[0][1]
+            add("score", ks.rescore(gt), (geo.score_grid,), (kc.NT_SCORE,), ks.rescore_smem(gt),
+                [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "lse"),
+                 (P, "hist"), (P, "counters"), (P, "rowstate"), (P, "cand_key"),
+                 (P, "cand_pos"), (P, "segcnt")] + dims + [(I, cfg.n_centroids)] + sk +
+                [(F, cfg.scale), (I, cfg.batch), (I, geo.slots), (I, MIN_SPLIT),
+                 (I, geo.nsc * RESCORE_WARPS), per_seq])
+            # One block a row on the rescored candidate list (a segment a rescore warp).
+            tgrid, tlen, stride = 1, cfg.capacity, geo.nsc * RESCORE_WARPS
+        else:
+            tgrid, tlen, stride = geo.tsplit, geo.tsplit_len, geo.tsplit
+        add("topk", ks.topk(), (tgrid, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
             [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
              (P, "counters"), (P, "rowstate"), (P, "indices"), (P, "weights"), (P, "counts")]
-            + dims + sk + [(I, geo.tsplit_len)])
+            + dims + sk + [(I, tlen), (I, stride)])
         if cfg.group_reduce != "softmax_sum" and cfg.total > 0:
             for t, (h0, gt) in enumerate(ks.tiles):
                 add("weights", ks.weights(gt), (geo.wsplit, rows), (kc.NT_WEIGHTS,),

@@ -33,11 +33,13 @@ NT_TOPK = 512
 NT_WEIGHTS = 512
 WEIGHTS_PER_THREAD = 8  # CS_WPER of index.py: entries a weights thread takes in one round
 NT_COOP = 512
+RESCORE_WARP_LIST = 768  # CS_RS_LIST of score.py: list entries (16-bit) a rescore warp keeps
 COOP_GATHER_CAP = 2048  # CS_COOP_GATHER_CAP of coop.py
 COOP_MAX_CL = 32   # CS_COOP_MAX_CL: CTAs per row of the cooperative path
 COOP_X_STRIDE = 64 + 2 * 4096 + 2 * 64  # CS_X_STRIDE: ints of one CTA's exchange record
+TOPK_MAX_SEGMENTS = 8192  # CS_MAX_SPLITS of topk.py: candidate segments a row at most
 #: Dynamic shared memory of cs_topk: (CS_STAGE + CS_BITONIC_CAP) u64 + CS_MAX_SPLITS + 1 ints.
-TOPK_SMEM = (4096 + 2048) * 8 + (4096 + 1) * 4
+TOPK_SMEM = (4096 + 2048) * 8 + (TOPK_MAX_SEGMENTS + 1) * 4
 
 
 def padded_heads(gt):
@@ -85,6 +87,8 @@ class KernelSet:
     bitonic: bool = False   # finish top-K with the bitonic sort when the tie bin is small
     minb: int = 2           # score blocks per SM the register budget must allow
     coop: bool = False      # the cooperative path (cs_coop), CTAs per row set at launch
+    filt: bool = False      # softmax_sum, one head tile: filtered first pass, cs_rescore,
+                            # and the top-K on the rescored candidate list
 
     @property
     def p(self):
@@ -105,8 +109,13 @@ class KernelSet:
         return "cs_score<%s>" % ",".join(map(str, a))
 
     def topk(self):
-        return "cs_topk<%d,%d,%d,%d>" % (SEQLEN_CODES[self.len_dtype], MODES[self.mode],
-                                         int(self.bitonic), NT_TOPK)
+        return "cs_topk<%d,%d,%d,%d,%d>" % (SEQLEN_CODES[self.len_dtype], MODES[self.mode],
+                                            int(self.bitonic), int(self.filt), NT_TOPK)
+
+    def rescore(self, gt):
+        a = self._lut_args(gt) + (SEQLEN_CODES[self.len_dtype], int(self.vec), NT_SCORE,
+                                  self.minb)
+        return "cs_rescore<%s>" % ",".join(map(str, a))
 
     def weights(self, gt):
         a = self._lut_args(gt) + (int(self.vec), NT_WEIGHTS)
@@ -119,8 +128,9 @@ class KernelSet:
         return "cs_coop<%s>" % ",".join(map(str, a))
 
     def score_passes(self):
-        """(pass_bits per launch, in order): softmax_sum needs LSE before ranking."""
-        return (1, 2) if self.mode == "softmax_sum" else (3,)
+        """(pass_bits per launch, in order): softmax_sum needs LSE before ranking, unless
+        filtered (then cs_rescore follows)."""
+        return (1, 2) if self.mode == "softmax_sum" and not self.filt else (3,)
 
     def names(self):
         if self.coop:
@@ -129,6 +139,8 @@ class KernelSet:
         for bits in self.score_passes():
             for _, gt in self.tiles:
                 out.append(self.score(gt, bits))
+        if self.filt:
+            out.append(self.rescore(self.tiles[0][1]))
         out.append(self.topk())
         if self.mode != "softmax_sum":
             out += [self.weights(gt) for _, gt in self.tiles]
@@ -139,6 +151,9 @@ class KernelSet:
             return HIST_BYTES
         return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4 \
             + HIST_BYTES
+
+    def rescore_smem(self, gt):
+        return self.score_smem(gt, 3) + (NT_SCORE // 32) * RESCORE_WARP_LIST * 2
 
     def coop_layout(self, chunk):
         """(region1 floats, dynamic shared memory bytes) of the cooperative kernel: the
@@ -155,7 +170,7 @@ def specializations():
     """Kernel sets that together instantiate every code path of the templates.
 
     The benchmark shapes in every mode and dtype (as plans build them: wide centroid
-    loads, softmax_sum's saved scores), plus each code-load width (M = 1, 2, 3, 4, 8,
+    loads, softmax_sum filtered; the staged path's saved scores too), plus each code-load width (M = 1, 2, 3, 4, 8,
     16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7, 8), the skewed
     and plain table layouts, head tiling (a table too big for one tile), scalar
     centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
@@ -164,9 +179,13 @@ def specializations():
     sets = []
     shapes = [(2, 64, 64, 4), (16, 256, 8, 4), (16, 256, 8, 7)]  # M, C, D/M, G
     for (m, c, ds, g), mode, dt in itertools.product(shapes, MODES, DTYPE_CODES):
-        sets.append(KernelSet(m, c, ds, dt, dt, "int32", mode, True, tuple(head_tiles(g, m, c)),
-                              cvec=True, save=mode == "softmax_sum", minb=1 if g == 7 else 2))
-    extra = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, save, bitonic
+        for flavour in (("filt", "save") if mode == "softmax_sum" else ("",)):
+            sets.append(KernelSet(m, c, ds, dt, dt, "int32", mode, True,
+                                  tuple(head_tiles(g, m, c)), cvec=True, save=flavour == "save",
+                                  filt=flavour == "filt", minb=1 if g == 7 else 2))
+    extra = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, save ("filt": filtered), bitonic
+        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, "filt", True),
+        (3, 5, 32, 2, "bfloat16", "float32", "int64", "softmax_sum", False, False, "filt", False),
         (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, False, True),
         (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False, False, True),
         (4, 100, 16, 3, "float16", "bfloat16", "int64", "mean", True, True, False, False),
@@ -180,7 +199,8 @@ def specializations():
     ]
     for m, c, ds, g, qd, cd, ld, mode, vec, cvec, save, bitonic in extra:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
-                              cvec=cvec, save=save, bitonic=bitonic))
+                              cvec=cvec, save=save is True, bitonic=bitonic,
+                              filt=save == "filt"))
     coop = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec
         (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True),
         (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True),

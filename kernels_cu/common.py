@@ -70,6 +70,24 @@ __device__ __forceinline__ u32 cs_key(float r) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Inverse of cs_key (NaN and -0 were canonicalised before, so this is exact).
+__device__ __forceinline__ float cs_key_value(u32 k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// softmax_sum's ranking score of one token: sum over the tile's heads of
+// exp(s_j - LSE_j), a NaN score counting as -inf and a NaN term (inf - inf) as 0.
+template <int GT, int GP>
+__device__ __forceinline__ float cs_prob_sum(const float (&acc)[GP], const float (&lse)[GT]) {
+    float r = 0.0f;
+#pragma unroll
+    for (int j = 0; j < GT; ++j) {
+        const float p = __expf(cs_clean(acc[j]) - lse[j]);
+        r += p == p ? p : 0.0f;
+    }
+    return r;
+}
+
 // Online softmax statistics: running max and sum of exp(s - max). The max starts at
 // -FLT_MAX (not -inf) so that an all -inf row sums to 0 instead of NaN.
 __device__ __forceinline__ void cs_stat_push(float& mx, float& sm, float s) {
@@ -241,6 +259,33 @@ __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int*
     }
     T = prefix;
     pos_cut = cs_tie_cut<NT>(at, n, T, need, last_count, scratch, found + 4);
+}
+
+// Radix level 1 of a row's 4096-bin histogram of candidate keys (more than K
+// candidates): the bin b1 with above(b1) < K <= above(b1) + hist[b1], where above(b)
+// counts candidates in bins > b, walked from the top. res[0..2] = (b1, above(b1),
+// hist[b1]) for every thread; the histogram is cleared for the next launch.
+template <int NT>
+__device__ void cs_level1(int* grow, int K, int* scratch, int* res) {
+    constexpr int PER = 4096 / NT;
+    int loc[PER];
+    int sum = 0;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        loc[i] = __ldcg(grow + 4095 - (threadIdx.x * PER + i));
+        sum += loc[i];
+    }
+    int total;
+    int run = cs_block_exscan<NT>(sum, total, scratch);
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        if (run < K && run + loc[i] >= K) {
+            res[0] = 4095 - (threadIdx.x * PER + i); res[1] = run; res[2] = loc[i];
+        }
+        run += loc[i];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 4096; i += NT) grow[i] = 0;
 }
 
 // The last block of a group to arrive returns true (threadFenceReduction pattern).
@@ -525,6 +570,14 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         }
     }
     __syncthreads();
+}
+
+// Entry (m, c, j) of the lookup table in either layout (see CsLayout).
+template <int GP, int M, int P>
+__device__ __forceinline__ float cs_lut_entry(const float* lut, int m, int c, int j) {
+    typedef CsLayout<GP, M, P> LY;
+    if constexpr (LY::SKEW) return lut[LY::f4(m, c, j >> 2) * 4 + (j & 3)];
+    else return lut[(m * P + c) * GP + j];
 }
 
 // Rotate a token's code bytes so that byte i becomes byte (i + r) % M (0 <= r < 8).

@@ -80,11 +80,7 @@ __global__ void __launch_bounds__(NT) cs_weights(
                 cs_skew_offsets<GP, M, P>(n & 7, off);
                 float acc[GP];
                 cs_token_scores<GP, M, P>(lut, w[u], n & 7, off, acc);
-#pragma unroll
-                for (int h = 0; h < GT; ++h) {
-                    const float p = __expf(cs_clean(acc[h]) - lse_r[h]);
-                    wsum += p == p ? p : 0.0f;
-                }
+                wsum = cs_prob_sum<GT, GP>(acc, lse_r);
             }
             if (!first_tile) wsum += out_w[obase + j];
             if (last_tile) wsum *= 1.0f / (float)G;

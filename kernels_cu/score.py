@@ -11,10 +11,15 @@ table in shared memory, U tokens per thread in flight. PASS bits:
      not the first tile); on the last head tile also a 4096-bin histogram of the top
      12 key bits of the candidates, and the row's last block finds the bin that holds
      the K-th largest key (radix level 1).
-softmax_sum runs PASS 1 then PASS 2 (it needs LSE before r); max and mean run PASS 3.
-SAVE: 1 = PASS 1 also stores the per-head scores in sbuf; 2 = PASS 2 reads them back
-instead of the codes (chosen where they fit in L2, so the second pass costs no
-lookup-table work and no HBM traffic).
+max and mean run PASS 3. softmax_sum needs LSE before r, so it takes two passes:
+  - filtered (one head tile, the plans' default): PASS 3 with MODE 0 ranks by
+    v = sum_j exp(s_j - c_j), c_j = log E[exp s_j] estimated from the table, and the
+    row's last block turns the bin of the K-th largest v and the heads' spread of
+    c_j - LSE_j into a cut on v that no top-K token lies below; cs_rescore then scores
+    only the tokens above the cut (about K + a few hundred a row) and hands them to the
+    top-K as its candidate list;
+  - PASS 1 then PASS 2, each over every token. SAVE: 1 = PASS 1 also stores the
+    per-head scores in sbuf; 2 = PASS 2 reads them back instead of the codes.
 """
 
 SCORE = r"""
@@ -103,6 +108,119 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
     }
 }
 
+// softmax_sum's filter. Per-head centre c_j = sum_m log(mean_{c<C} exp(lut[m, c, j])),
+// log E[exp s_j] for independent uniform codes (non-finite: 0). A token's v =
+// sum_j exp(s_j - c_j), and with u_j = c_j - LSE_j its r = sum_j exp(s_j - c_j) exp(u_j)
+// lies in [exp(min u) v, exp(max u) v]: the closer c_j tracks LSE_j, the tighter.
+// Every block of a row builds the same table and reduces it in one fixed order, so all
+// get the same bits. Skewed table: a pass per group of 8 sub-spaces and 4 heads (a
+// contiguous 8 * P float4), thread t reading float4 t, t + NT, ..., so a quarter-warp
+// reads 8 bank groups (lanes walking c of one (m, j) hit one bank: 32-way conflicts,
+// measured +20 us on batch16-32k's first pass); lanes of equal m merge by butterfly,
+// then the warps in order. scr: 2 * 32 * NT / 32 floats of scratch.
+template <int GT, int GP, int M, int P, int NT>
+__device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) {
+    constexpr int NW = NT / 32;
+    typedef CsLayout<GP, M, P> LY;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float log_c = logf((float)C);
+    float acc = 0.0f;  // thread j < GT: sum over m, in m order
+    if constexpr (LY::SKEW) {
+        static_assert(NT % 8 == 0, "a thread keeps one m % 8");
+        const float4* l4 = reinterpret_cast<const float4*>(lut);
+        float* smx = scr;            // [NW][8][4]
+        float* ssm = scr + NW * 32;  // [NW][8][4]
+        for (int blk = 0; blk < (M / 8) * LY::V; ++blk) {  // blk = (m / 8) * V + v
+            float mx[4], sm[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { mx[i] = -CS_FLT_MAX; sm[i] = 0.0f; }
+            for (int f = threadIdx.x; f < 8 * P; f += NT) {  // c = f / 8, m % 8 = f % 8
+                if ((f >> 3) < C) {
+                    const float4 t = l4[(i64)blk * 8 * P + f];
+                    cs_stat_push(mx[0], sm[0], t.x); cs_stat_push(mx[1], sm[1], t.y);
+                    cs_stat_push(mx[2], sm[2], t.z); cs_stat_push(mx[3], sm[3], t.w);
+                }
+            }
+#pragma unroll
+            for (int o = 8; o < 32; o <<= 1) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float om = __shfl_xor_sync(CS_FULL, mx[i], o);
+                    const float os = __shfl_xor_sync(CS_FULL, sm[i], o);
+                    cs_stat_merge(mx[i], sm[i], om, os);
+                }
+            }
+            if (lane < 8) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    smx[(warp * 8 + lane) * 4 + i] = mx[i];
+                    ssm[(warp * 8 + lane) * 4 + i] = sm[i];
+                }
+            }
+            __syncthreads();
+            if (threadIdx.x < 32) {  // (m % 8, head i) = (t / 4, t % 4): merge the warps in order
+                float a = -CS_FLT_MAX, b = 0.0f;
+                for (int w = 0; w < NW; ++w) cs_stat_merge(a, b, smx[w * 32 + threadIdx.x], ssm[w * 32 + threadIdx.x]);
+                smx[threadIdx.x] = a + logf(b) - log_c;
+            }
+            __syncthreads();
+            const int v = blk % LY::V;
+            if (threadIdx.x < GT && (int)threadIdx.x / 4 == v) {
+                for (int mm = 0; mm < 8; ++mm) acc += smx[mm * 4 + (threadIdx.x & 3)];
+            }
+            __syncthreads();
+        }
+    } else {
+        // Other layouts (GP % 4 != 0 or M % 8 != 0): a warp per sub-space, lanes over c.
+        float* part = scr;  // [GT][NW]
+        for (int j = 0; j < GT; ++j) {
+            float p = 0.0f;
+            for (int m = warp; m < M; m += NW) {
+                float mx = -CS_FLT_MAX, sm = 0.0f;
+                for (int c = lane; c < C; c += 32) cs_stat_push(mx, sm, cs_lut_entry<GP, M, P>(lut, m, c, j));
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) {
+                    const float om = __shfl_xor_sync(CS_FULL, mx, o), os = __shfl_xor_sync(CS_FULL, sm, o);
+                    cs_stat_merge(mx, sm, om, os);
+                }
+                p += mx + logf(sm) - log_c;
+            }
+            if (lane == 0) part[j * NW + warp] = p;
+        }
+        __syncthreads();
+        if (threadIdx.x < GT) {
+            for (int w = 0; w < NW; ++w) acc += part[threadIdx.x * NW + w];
+        }
+    }
+    if (threadIdx.x < GT) cen[threadIdx.x] = isfinite(acc) ? acc : 0.0f;
+    __syncthreads();
+}
+
+// The filter's cut, as a key on v, from the bin b1 that holds the K-th largest v (so at
+// least K tokens have v >= vlo, its lower edge): a token with v < vlo * exp(-(max u -
+// min u)) has r < exp(min u) * vlo, below each of those K, so it cannot be heavy. The
+// margin (2^-10 + 2^-20 (|min u| + |max u|) in the exponent) covers the float rounding
+// of v, r, u and this cut (each ~1e-5 relative at most, with every exp argument within
+// +-88 where the terms are finite and normal); away from that range (a bound under
+// e^-60, a spread over 64, a non-finite LSE or edge) the cut is 0: every token passes.
+template <int GT>
+__device__ __forceinline__ u32 cs_filter_cut(int b1, const float* cen, const float* lse) {
+    bool ok = true;
+    float umin = CS_FLT_MAX, umax = -CS_FLT_MAX;
+    for (int j = 0; j < GT; ++j) {
+        const float u = cen[j] - lse[j];
+        ok = ok && isfinite(u);
+        umin = fminf(umin, u);
+        umax = fmaxf(umax, u);
+    }
+    const float vlo = cs_key_value((u32)b1 << 20);
+    const float spread = (umax - umin) + 0x1p-10f + (fabsf(umin) + fabsf(umax)) * 0x1p-20f;
+    const float cut = vlo * __expf(-spread);
+    ok = ok && vlo > 0.0f && isfinite(vlo) && spread < 64.0f && logf(vlo) + umin > -60.0f &&
+         cut >= 0x1p-90f;
+    return ok ? cs_key(cut) : 0u;
+}
+
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
           int PASS, int VEC, int SAVE, int NT, int MINB>
 __global__ void __launch_bounds__(NT, MINB) cs_score(
@@ -117,9 +235,11 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     float* qs = lut + M * P * GP;
     constexpr bool USE_LUT = SAVE != 2;
     int* shist = reinterpret_cast<int*>(USE_LUT ? qs + GT * M * DS : lut);
-    __shared__ float red_m[GT][NT / 32], red_s[GT][NT / 32], lse_s[GT];
+    __shared__ float red_m[GT][NT / 32], red_s[GT][NT / 32], lse_s[GT], cen_s[GT];
     __shared__ int scratch[40];
-    __shared__ int part[5];
+    __shared__ int part[5], res[4];
+    // softmax_sum's filtered first pass: statistics, and v ranked in place of r.
+    constexpr bool FILT = MODE == 0 && PASS == 3;
 
     // The second pass walks the blocks backwards: the first pass's last writes are
     // still in L2.
@@ -144,6 +264,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         const i64 q_off = ((i64)b * Hkv * G + (i64)g * G + h0) * D;
         const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
         cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
+        // The histogram's shared memory is scratch until it is cleared below.
+        if constexpr (FILT) cs_lut_centres<GT, GP, M, P, NT>(lut, C, reinterpret_cast<float*>(shist), cen_s);
     }
     if (hist_on) {
         for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
@@ -159,6 +281,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     for (int j = 0; j < GT; ++j) {
         mx[j] = -CS_FLT_MAX; sm[j] = 0.0f;
         if constexpr (PASS == 2 && MODE == 0) lse_r[j] = lse_s[j];
+        else if constexpr (FILT) lse_r[j] = cen_s[j];  // the centres take LSE's place in v
         else lse_r[j] = 0.0f;
     }
     const int cand_lo = S, cand_hi = L - W;
@@ -237,12 +360,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             if constexpr (PASS & 2) {
                 float r;
                 if constexpr (MODE == 0) {
-                    r = 0.0f;
-#pragma unroll
-                    for (int j = 0; j < GT; ++j) {
-                        const float p = __expf(s[u][j] - lse_r[j]);
-                        r += p == p ? p : 0.0f;
-                    }
+                    // FILT: v, with finite centres, so no term is NaN.
+                    r = cs_prob_sum<GT, GT>(s[u], lse_r);
                 } else if constexpr (MODE == 1) {
                     r = s[u][0];
 #pragma unroll
@@ -296,32 +415,215 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
                 const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
                 cs_stat_merge(m, t, om, ot);
             }
-            if (lane == 0) lse[(i64)row * G + h0 + j] = m + logf(t);
+            if (lane == 0) {
+                lse[(i64)row * G + h0 + j] = m + logf(t);
+                lse_s[j] = m + logf(t);
+            }
         }
     }
     if (hist_on) {
-        // Radix level 1: the bin b1 with above(b1) < K <= above(b1) + hist[b1], where
-        // above(b) counts candidates in bins > b. Bins are walked from the top.
-        int* grow = hist + (i64)row * CS_HIST;
-        constexpr int PER = CS_HIST / NT;
-        int loc[PER];
-        int sum = 0;
+        cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+        if (threadIdx.x == 0)
+            rowstate[row] = make_int4(res[0], res[1], res[2], FILT ? (int)cs_filter_cut<GT>(res[0], cen_s, lse_s) : 0);
+    }
+}
+// softmax_sum's filtered second pass, over the first pass's blocks (backwards: the v it
+// wrote last are still in L2). Rows with heavy tokens: each warp takes its 1/NW of the
+// block's tokens, CS_RS_WARP at a time (16 loads a lane in flight), a ballot appends
+// the ones above the cut to the warp's list (position order), and the warp scores them
+// and writes (key of r, position) to its own candidate segment, counting r's top 12
+// key bits; no block barrier until the end (one barrier-bound chunk loop for the whole
+// block took 39 us on batch16-32k). The row's last block finds radix level 1 and
+// records the segment length for cs_topk. Sink and window (every position of a row
+// with no heavy part) are scored directly and their r written to rbuf for their
+// weights. A token is scored with rotation n % 8 as in the first pass: the same bits.
+#define CS_RS_WARP 512  // tokens a warp filters in one step
+#define CS_RS_LIST 768  // list entries a warp keeps (16-bit offsets)
+template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int VEC, int NT,
+          int MINB>
+__global__ void __launch_bounds__(NT, MINB) cs_rescore(
+    const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
+    const void* __restrict__ seq_lens, float* __restrict__ rbuf, const float* __restrict__ lse,
+    int* __restrict__ hist, u32* __restrict__ counters, int4* __restrict__ rowstate,
+    u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt, int Hkv,
+    int G, int N, int C, int S, int K, int W, float scale, int B, int slots, int min_len,
+    int seg_stride, int cent_per_seq) {
+    constexpr int NW = NT / 32, U = 4;
+    static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; float4 steps");
+    extern __shared__ float4 cs_smem4[];
+    float* lut = reinterpret_cast<float*>(cs_smem4);
+    float* qs = lut + M * P * GP;
+    int* shist = reinterpret_cast<int*>(qs + GT * M * DS);
+    u16* lists = reinterpret_cast<u16*>(shist + CS_HIST);  // NW * CS_RS_LIST
+    __shared__ float lse_s[GT];
+    __shared__ int scratch[40];
+    __shared__ int part[5], res[4];
+    __shared__ u32 cut_s;
+
+    cs_pdl_trigger();
+    cs_score_part<LT>(seq_lens, B, Hkv, N, slots, min_len, gridDim.x - 1 - blockIdx.x, part);
+    __syncthreads();
+    const int row = part[0];
+    if (row < 0) return;
+    const int b = row / Hkv, g = row % Hkv;
+    const int L = part[4];
+    const bool heavy = K > 0 && (i64)L > (i64)S + K + W;
+    const i64 len = (i64)part[3] << 5;
+    const int start = (int)min((i64)part[1] * len, (i64)L);
+    const int end = (int)min((i64)start + len, (i64)L);
+    const i64 rbase = (i64)row * N;
+    // The table, although only ~2% of the tokens are scored: computing their entries
+    // from the centroids instead (same bits) took the pass from 38 to 90 us on
+    // batch16-32k (16 dependent centroid loads a token).
+    if (start < end) {
+        const i64 q_off = ((i64)b * Hkv * G + (i64)g * G) * (M * DS);
+        const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
+        cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
+    }
+    if (heavy) {
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
+    }
+    cs_pdl_wait();
+    if (threadIdx.x < GT) lse_s[threadIdx.x] = lse[(i64)row * G + threadIdx.x];
+    if (threadIdx.x == 0) cut_s = heavy ? (u32)rowstate[row].w : 0u;
+    __syncthreads();
+    float lse_r[GT];
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            const int bin = CS_HIST - 1 - (threadIdx.x * PER + i);
-            loc[i] = __ldcg(grow + bin);
-            sum += loc[i];
-        }
-        int total;
-        int run = cs_block_exscan<NT>(sum, total, scratch);
+    for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
+    const u8* crow = codes + rbase * M;
+    auto load = [&](int n, u32 (&w)[(M + 3) / 4]) {
+        if (n >= 0) {
+            cs_load_codes<M, VEC>(crow + (i64)n * M, w);
+        } else {
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
-            const int bin = CS_HIST - 1 - (threadIdx.x * PER + i);
-            if (run < K && run + loc[i] >= K) rowstate[row] = make_int4(bin, run, loc[i], 0);
-            run += loc[i];
+            for (int i = 0; i < (M + 3) / 4; ++i) w[i] = 0u;
         }
+    };
+    auto score = [&](int n, u32 (&w)[(M + 3) / 4]) -> float {
+        int off[M];
+        cs_skew_offsets<GP, M, P>(n & 7, off);
+        float acc[GP];
+        cs_token_scores<GP, M, P>(lut, w, n & 7, off, acc);
+        return cs_prob_sum<GT, GP>(acc, lse_r);
+    };
+
+    // Fixed positions, whose weight the top-K writes from rbuf.
+    auto fixed = [&](int lo, int hi) {
+        lo = max(lo, start);
+        hi = min(hi, end);
+        for (int n = lo + threadIdx.x; n < hi; n += NT) {
+            u32 w[(M + 3) / 4];
+            load(n, w);
+            rbuf[rbase + n] = score(n, w);
+        }
+    };
+    if ((i64)L <= (i64)S + K + W) {
+        fixed(0, L);
+    } else {
+        fixed(0, S);
+        fixed(L - W, L);
+    }
+
+    if (heavy) {
+        // Warp w filters and rescores tokens [start + w * wlen, + wlen) on its own (no
+        // block barrier) into its own segment, (row, split * NW + w), at the same offset.
+        // v >= 0 and never NaN, so the cut compares as a float (key 0: -inf, all pass).
+        const float cutf = cut_s ? cs_key_value(cut_s) : CS_NEG_INF;
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        const int wlen = (int)(len / NW);  // len is a multiple of 32
+        const int ws = (int)min((i64)start + (i64)warp * wlen, (i64)end);
+        const int we = (int)min((i64)ws + wlen, (i64)end);
+        const int hs = max(ws, S), he = min(we, L - W);
+        const i64 seg = rbase + (i64)part[1] * len + (i64)warp * wlen;
+        const float* rrow = rbuf + rbase;
+        u16* wl = lists + warp * CS_RS_LIST;
+        int kept = 0, cnt = 0, win = hs;  // list entries are offsets from win
+        // Score the list (position order) into the segment, 32 * U entries at a time.
+        auto flush = [&]() {
+            for (int i0 = lane; i0 < cnt; i0 += 32 * U) {
+                int n[U];
+                u32 w[U][(M + 3) / 4];
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    const int i = i0 + u * 32;
+                    n[u] = i < cnt ? win + wl[i] : -1;
+                    load(n[u], w[u]);
+                }
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    if (n[u] < 0) break;
+                    const u32 key = cs_key(score(n[u], w[u]));
+                    const i64 o = seg + kept + i0 + u * 32;
+                    cand_key[o] = key;
+                    cand_pos[o] = n[u];
+                    atomicAdd(&shist[key >> (32 - CS_HIST_BITS)], 1);
+                }
+            }
+            kept += cnt;
+            cnt = 0;
+            __syncwarp();
+        };
+        // Steps of CS_RS_WARP tokens; the list is scored once it holds more than
+        // CS_RS_LIST - CS_RS_WARP entries (full lanes: ~2% of tokens pass on the bench
+        // inputs, so scoring each step's few took as long as the step).
+        // Rows of N % 4 == 0 (16-byte aligned): a float4 a lane, 4 ballots a load.
+        const bool vec = N % 4 == 0;
+        for (int c0 = vec ? hs - (hs & 3) : hs; c0 < he; c0 += CS_RS_WARP) {
+            if (cnt > CS_RS_LIST - CS_RS_WARP || c0 + CS_RS_WARP - win > 65535) {
+                flush();
+                win = c0;
+            }
+            if (vec) {
+                const unsigned lt = (1u << lane) - 1u;
+#pragma unroll
+                for (int k = 0; k < CS_RS_WARP / 128; ++k) {
+                    const int p = c0 + k * 128 + 4 * lane;
+                    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (p < he) t = __ldcs(reinterpret_cast<const float4*>(rrow + p));
+                    const float x[4] = {t.x, t.y, t.z, t.w};
+                    bool f[4];
+                    int below = 0, total = 0;
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        f[i] = p + i >= hs && p + i < he && x[i] >= cutf;
+                        const u32 bal = __ballot_sync(CS_FULL, f[i]);
+                        below += __popc(bal & lt);
+                        total += __popc(bal);
+                    }
+                    int o = cnt + below;
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        if (f[i]) wl[o++] = (u16)(p + i - win);
+                    }
+                    cnt += total;
+                }
+            } else {
+#pragma unroll
+                for (int k = 0; k < CS_RS_WARP / 32; ++k) {
+                    const int n = c0 + k * 32 + lane;
+                    const bool f = n < he && __ldcs(rrow + n) >= cutf;
+                    const u32 bal = __ballot_sync(CS_FULL, f);
+                    if (f) wl[cnt + __popc(bal & ((1u << lane) - 1u))] = (u16)(n - win);
+                    cnt += __popc(bal);
+                }
+            }
+            __syncwarp();
+        }
+        flush();
+        if (lane == 0) segcnt[(i64)row * seg_stride + (i64)part[1] * NW + warp] = kept;
         __syncthreads();
-        for (int i = threadIdx.x; i < CS_HIST; i += NT) grow[i] = 0;
+        int* grow = hist + (i64)row * CS_HIST;
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) {
+            const int c = shist[i];
+            if (c) atomicAdd(grow + i, c);
+        }
+    }
+
+    if (!cs_last_block(counters + row, (u32)part[2], scratch + 36)) return;
+    if (heavy) {
+        cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+        // Segment length for cs_topk: a warp's share of a block.
+        if (threadIdx.x == 0) rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
     }
 }
 """

@@ -1,6 +1,6 @@
 """Block top-K stage: from the level-1 bin to one exact (key, position) threshold.
 
-Grid (nsplit, B*Hkv), the score stage's splits. Every block compacts, in position
+Grid (nsplit, B*Hkv) of TSPLIT_LEN-token splits. Every block compacts, in position
 order, the candidates of its split whose key is in the row's bin b1 or above into its
 own segment of the candidate buffer (a segment has room for a whole split, so it
 cannot overflow). That is about K + |b1| tokens a row. The row's last block then finds
@@ -13,16 +13,15 @@ segments as one flat list:
 It writes the threshold (T, pos_cut): a candidate is heavy iff key > T, or key == T
 and position <= pos_cut; and for every segment the number of heavy tokens before it,
 so the index stage places each heavy token with no merge.
+LIST (softmax_sum, filtered): grid (1, B*Hkv); cs_rescore has already written the
+candidate segments (the tokens above the filter's cut, about K + a few hundred a row),
+so each row's one block goes straight to the finish.
 """
 
 TOPK = r"""
 #define CS_BITONIC_CAP 2048
-#define CS_MAX_SPLITS 4096
+#define CS_MAX_SPLITS 8192
 #define CS_STAGE 4096
-// Inverse of cs_key (NaN and -0 were canonicalised before, so this is exact).
-__device__ __forceinline__ float cs_key_value(u32 k) {
-    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
 
 #define CS_TOPK_SMEM ((CS_STAGE + CS_BITONIC_CAP) * 8 + (CS_MAX_SPLITS + 1) * 4)
 
@@ -36,13 +35,13 @@ __device__ __forceinline__ int cs_segment_of(const int* segoff, int nseg, int i)
     return lo;
 }
 
-template <int LT, int MODE, int BITONIC, int NT>
+template <int LT, int MODE, int BITONIC, int LIST, int NT>
 __global__ void __launch_bounds__(NT) cs_topk(
     const void* __restrict__ seq_lens, const float* __restrict__ rbuf,
     u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
     u32* __restrict__ counters, const int4* __restrict__ rowstate, int* __restrict__ out_idx,
     float* __restrict__ out_w, int* __restrict__ out_cnt, int Hkv, int G, int N, int S, int K,
-    int W, int split_len) {
+    int W, int split_len, int seg_stride) {
     // Dynamic shared memory (CS_TOPK_SMEM bytes): the staged flat list
     // (key << 32 | position), the bitonic buffer aliased with the radix bins, and the
     // segment offsets.
@@ -98,86 +97,93 @@ __global__ void __launch_bounds__(NT) cs_topk(
     }
     if (K == 0) return;  // uniform over the row: no block of it takes part below
 
-    // ---- every block: its split's candidates in bin b1 or above, in position order ----
     const int4 st = rowstate[row];
     const u32 b1 = (u32)st.x;
-    const int lo = max(split * split_len, S);
-    const int hi = min(split * split_len + split_len, L - W);
-    const i64 seg = rbase + (i64)split * split_len;
+    // LIST: one block a row; cs_rescore wrote the candidate segments, one a warp of a
+    // score block, of st.w tokens each.
+    constexpr int IT = 4;  // keys a thread takes in one round (compaction and output)
+    const int seg_len = LIST ? st.w : split_len;
+    const int nseg = LIST ? (int)cs_row_blocks((u32)L, (u32)seg_len) : nsplit;
+    if constexpr (!LIST) {
+        // ---- every block: its split's candidates in bin b1 or above, in position order ----
+        const int lo = max(split * split_len, S);
+        const int hi = min(split * split_len + split_len, L - W);
+        const i64 seg = rbase + (i64)split * split_len;
 
-    // Rounds of IT keys a thread, RG rounds a group: a group's loads are all issued
-    // before any is used (one memory latency a group, not one a round), and its RG
-    // per-round counts go through one block scan as 16-bit fields of a u64 (a round
-    // keeps at most NT * IT = 2048 < 2^16 tokens). Measured against one scan a round:
-    // top-K stage 65 -> 62 us (batch16-128k), 36 -> 31 (qwen-ragged), 25.6 -> 23.5
-    // (batch16-32k), at 64 registers (2 blocks an SM instead of 3; capped at 40
-    // registers, spilling, it was slower than before).
-    constexpr int IT = 4, RG = 4;
-    static_assert(NT * IT < (1 << 16) && RG * 16 <= 64 && RG * IT <= 32, "packed round counts");
-    int kept = 0;
-    for (i64 g = lo; g < hi; g += NT * IT * RG) {
-        const int g0 = (int)g, lim = hi - g0;  // positions g0 + rel, rel < lim: no overflow
-        u32 keys[RG][IT];
+        // Rounds of IT keys a thread, RG rounds a group: a group's loads are all issued
+        // before any is used (one memory latency a group, not one a round), and its RG
+        // per-round counts go through one block scan as 16-bit fields of a u64 (a round
+        // keeps at most NT * IT = 2048 < 2^16 tokens). Measured against one scan a round:
+        // top-K stage 65 -> 62 us (batch16-128k), 36 -> 31 (qwen-ragged), 25.6 -> 23.5
+        // (batch16-32k), at 64 registers (2 blocks an SM instead of 3; capped at 40
+        // registers, spilling, it was slower than before).
+        constexpr int RG = 4;
+        static_assert(NT * IT < (1 << 16) && RG * 16 <= 64 && RG * IT <= 32, "packed round counts");
+        int kept = 0;
+        for (i64 g = lo; g < hi; g += NT * IT * RG) {
+            const int g0 = (int)g, lim = hi - g0;  // positions g0 + rel, rel < lim: no overflow
+            u32 keys[RG][IT];
 #pragma unroll
-        for (int r = 0; r < RG; ++r) {
+            for (int r = 0; r < RG; ++r) {
 #pragma unroll
-            for (int i = 0; i < IT; ++i) {
-                const int rel = r * NT * IT + threadIdx.x * IT + i;
-                keys[r][i] = rel < lim ? cs_key(rbuf[rbase + g0 + rel]) : 0u;
-            }
-        }
-        u32 flags = 0u;  // bit r * IT + i: key [r][i] is kept
-        u64 packed = 0ull;
-#pragma unroll
-        for (int r = 0; r < RG; ++r) {
-            int cnt = 0;
-#pragma unroll
-            for (int i = 0; i < IT; ++i) {
-                const bool f = r * NT * IT + threadIdx.x * IT + i < lim && (keys[r][i] >> 20) >= b1;
-                flags |= (u32)f << (r * IT + i);
-                cnt += f;
-            }
-            packed |= (u64)cnt << (16 * r);
-        }
-        u64 total;
-        const u64 ex = cs_block_exscan<NT>(packed, total, scratch64);
-#pragma unroll
-        for (int r = 0; r < RG; ++r) {
-            int o = kept + (int)((ex >> (16 * r)) & 0xffffu);
-#pragma unroll
-            for (int i = 0; i < IT; ++i) {
-                if (flags >> (r * IT + i) & 1u) {
-                    cand_key[seg + o] = keys[r][i];
-                    cand_pos[seg + o] = g0 + r * NT * IT + threadIdx.x * IT + i;
-                    ++o;
+                for (int i = 0; i < IT; ++i) {
+                    const int rel = r * NT * IT + threadIdx.x * IT + i;
+                    keys[r][i] = rel < lim ? cs_key(rbuf[rbase + g0 + rel]) : 0u;
                 }
             }
-            kept += (int)((total >> (16 * r)) & 0xffffu);
+            u32 flags = 0u;  // bit r * IT + i: key [r][i] is kept
+            u64 packed = 0ull;
+#pragma unroll
+            for (int r = 0; r < RG; ++r) {
+                int cnt = 0;
+#pragma unroll
+                for (int i = 0; i < IT; ++i) {
+                    const bool f = r * NT * IT + threadIdx.x * IT + i < lim && (keys[r][i] >> 20) >= b1;
+                    flags |= (u32)f << (r * IT + i);
+                    cnt += f;
+                }
+                packed |= (u64)cnt << (16 * r);
+            }
+            u64 total;
+            const u64 ex = cs_block_exscan<NT>(packed, total, scratch64);
+#pragma unroll
+            for (int r = 0; r < RG; ++r) {
+                int o = kept + (int)((ex >> (16 * r)) & 0xffffu);
+#pragma unroll
+                for (int i = 0; i < IT; ++i) {
+                    if (flags >> (r * IT + i) & 1u) {
+                        cand_key[seg + o] = keys[r][i];
+                        cand_pos[seg + o] = g0 + r * NT * IT + threadIdx.x * IT + i;
+                        ++o;
+                    }
+                }
+                kept += (int)((total >> (16 * r)) & 0xffffu);
+            }
         }
-    }
-    if (threadIdx.x == 0) segcnt[(i64)row * nsplit + split] = kept;
+        if (threadIdx.x == 0) segcnt[(i64)row * seg_stride + split] = kept;
 
-    if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) return;
+        if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) return;
+    }
 
     // ---- the row's last block: the segments as one flat list, in position order ----
     int carry = 0;
-    for (int s0 = 0; s0 < nsplit; s0 += NT) {
+    for (int s0 = 0; s0 < nseg; s0 += NT) {
         const int s = s0 + threadIdx.x;
-        const int v = s < nsplit ? __ldcg(segcnt + (i64)row * nsplit + s) : 0;
+        const int v = s < nseg ? __ldcg(segcnt + (i64)row * seg_stride + s) : 0;
         int total;
         const int ex = cs_block_exscan<NT>(v, total, scratch);
-        if (s < nsplit) segoff[s] = carry + ex;
+        if (s < nseg) segoff[s] = carry + ex;
         carry += total;
     }
-    if (threadIdx.x == 0) segoff[nsplit] = carry;
+    if (threadIdx.x == 0) segoff[nseg] = carry;
     __syncthreads();
     const int flat = carry;  // about K + |b1| entries
     // Entry i as (key << 32 | position): staged in shared memory when it fits (one pass
     // of loads, many in flight), else read from the segments each time.
     const bool staged = flat <= CS_STAGE;
     auto load = [&](int i) -> u64 {
-        const int s = cs_segment_of(segoff, nsplit, i);
-        const i64 idx = rbase + (i64)s * split_len + (i - segoff[s]);
+        const int s = cs_segment_of(segoff, nseg, i);
+        const i64 idx = rbase + (i64)s * seg_len + (i - segoff[s]);
         return ((u64)__ldcg(cand_key + idx) << 32) | (u64)(u32)__ldcg(cand_pos + idx);
     };
     if (staged) {

@@ -140,17 +140,133 @@ def test_saved_scores_in_every_layout(group):
                  n_centroids=256, capacity=40000)
     plan = cupysel.Selector(**sizes, sink=3, window=5, k=700)
     plan._core.path = "staged"
+    plan._core.softmax_filter = False
     dev = cupy.cuda.Device().id
     assert plan._core.geometry(dev).save
     rng = np.random.default_rng(group)
     host = host_inputs(rng, **sizes, seq_lens=[40000, 23457])
-    run(host, sizes, "staged", sink=3, window=5, k=700)
     arrays = to_device(*host)
+    sel = plan(*arrays)
+    poison(sel)
+    sel = plan(*arrays)
+    ref = reference.select(*host, sink=3, window=5, k=700)
+    errors = reference.verify(sel, ref, sink=3, window=5, k=700)
+    assert not errors, "\n".join(errors)
     prog = plan._core.program(dev, plan._core.kernel_set(dev, *arrays))
     grids = [launch.grid[0] for stage, launch in prog if stage == "score"]
     assert len(grids) == 2
     if group == 7:
         assert grids[1] > grids[0]
+
+
+def _staged(sizes, filt, **params):
+    plan = cupysel.Selector(**sizes, **params)
+    plan._core.path = "staged"
+    plan._core.softmax_filter = filt
+    return plan
+
+
+def _selected(plan, dev):
+    sel = plan(*dev)
+    poison(sel)
+    sel = plan(*dev)
+    return sel.indices.get(), sel.counts.get(), sel.weights.get()
+
+
+@pytest.mark.parametrize("group,subspaces,capacity,lens", [
+    (4, 16, 40000, [40000, 23457, 2000, 700]),  # skewed table; short rows
+    (7, 16, 40000, [31000, 8191, 40000, 9]),    # Qwen's group: a plane a head when saved
+    (1, 16, 40003, [40003, 12345, 5, 0]),       # N % 4 != 0: scalar loads of v
+    (2, 4, 40001, [40000, 39999, 1000, 701]),   # plain table layout
+    (5, 8, 40000, [40000, 30000, 20000, 10000]),
+])
+def test_filtered_softmax_sum_equals_saved_scores(group, subspaces, capacity, lens):
+    """The filtered softmax_sum (cs_rescore scores only the tokens above the cut) gives
+    the same bits as the pass that saves every per-head score: same scores (rotation
+    n % 8), same LSE, same r, and the filter never drops a heavy token. Both match the
+    reference."""
+    sizes = dict(batch=len(lens), q_heads=2 * group, kv_heads=2, head_dim=64,
+                 subspaces=subspaces, n_centroids=256, capacity=capacity)
+    params = dict(sink=3, window=5, k=600)
+    rng = np.random.default_rng(100 + group)
+    host = host_inputs(rng, **sizes, seq_lens=lens)
+    dev = to_device(*host)
+    filt, saved = _staged(sizes, True, **params), _staged(sizes, False, **params)
+    d = cupy_device()
+    assert filt._core.geometry(d).filt and not filt._core.geometry(d).save
+    assert saved._core.geometry(d).save
+    a, b = _selected(filt, dev), _selected(saved, dev)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    ref = reference.select(*host, **params)
+    sel = filt(*dev)
+    errors = reference.verify(sel, ref, **params)
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("head_scales", [
+    [1.0, 3.0, 0.3, 8.0],      # LSEs far apart: a looser cut, more tokens rescored
+    [1.0, 1.0, 1.0, 400.0],    # one head dominates (spread past the cut's range: no filter)
+    [1e-4, 1e-4, 1e-4, 1e-4],  # nearly equal scores everywhere: most tokens pass
+])
+def test_filter_under_spread_heads(head_scales):
+    """The filter's bound holds whatever the heads' LSEs: exact against the reference."""
+    sizes = dict(batch=2, q_heads=8, kv_heads=2, head_dim=64, subspaces=16, n_centroids=256,
+                 capacity=20000)
+    params = dict(sink=4, window=6, k=500)
+    rng = np.random.default_rng(31)
+    q, c, codes, lens = host_inputs(rng, **sizes, seq_lens=[20000, 15555], dtype="float32")
+    q = q * np.asarray(head_scales * 2, np.float32)[None, :, None]
+    plan = _staged(sizes, True, **params)
+    assert plan._core.geometry(cupy_device()).filt
+    sel = plan(*to_device(q, c, codes, lens))
+    poison(sel)
+    sel = plan(*to_device(q, c, codes, lens))
+    ref = reference.select(q, c, codes, lens, **params)
+    errors = reference.verify(sel, ref, **params)
+    assert not errors, "\n".join(errors)
+
+
+def test_filter_keeps_few_tokens():
+    """On the benchmark's kind of input (Llama's group, M = 16, C = 256) the cut leaves
+    little more than K candidates a row (about 1.1-1.5 K in a NumPy model of the bound):
+    the filter works, not just the fallback that rescores every token."""
+    import cupy
+
+    sizes = dict(batch=2, q_heads=8, kv_heads=2, head_dim=128, subspaces=16, n_centroids=256,
+                 capacity=65536)
+    params = dict(sink=32, window=64, k=2048)
+    rng = np.random.default_rng(41)
+    host = host_inputs(rng, **sizes, seq_lens=[65536, 50000])
+    plan = _staged(sizes, True, **params)
+    d = cupy_device()
+    sel = plan(*to_device(*host))
+    cupy.cuda.Device(d).synchronize()
+    geo = plan._core.geometry(d)
+    ptrs = plan._buffers[d].ptrs
+    rows = 4
+    mem = lambda name, n: cupy.ndarray((n,), np.int32, cupy.cuda.MemoryPointer(  # noqa: E731
+        cupy.cuda.UnownedMemory(ptrs[name], n * 4, plan), 0))
+    from cupysel.plan import RESCORE_WARPS
+
+    stride = geo.nsc * RESCORE_WARPS  # a candidate segment a rescore warp
+    state = mem("rowstate", rows * 4).get().reshape(rows, 4)
+    segcnt = mem("segcnt", rows * stride).get().reshape(rows, stride)
+    lens = np.repeat(host[3], 2)
+    for r in range(rows):
+        seg_len = int(state[r, 3])
+        nseg = -(-int(lens[r]) // seg_len)
+        kept = int(segcnt[r, :nseg].sum())
+        assert params["k"] <= kept <= 2 * params["k"], (r, kept)
+    ref = reference.select(*host, **params)
+    errors = reference.verify(sel, ref, **params)
+    assert not errors, "\n".join(errors)
+
+
+def cupy_device():
+    import cupy
+
+    return cupy.cuda.Device().id
 
 
 def test_errors_on_device_arrays():
