@@ -71,10 +71,8 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     slots = per_sm * sm_count
     nsc = max(1, min(slots, -(-n // MIN_SPLIT)))
     # softmax_sum with one head tile is filtered (cs_rescore's candidate segments, one a
-    # score block, are cs_topk's list); else its first pass saves the per-head scores.
-    rescore_smem = (cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4
-                    + tiles[0][1] * cfg.head_dim * 4 + kc.HIST_BYTES
-                    + kc.NT_SCORE // 32 * kc.RESCORE_WARP_LIST * 2)
+    # rescore warp, are cs_topk's list); else its first pass saves the per-head scores.
+    rescore_smem = kc.rescore_smem(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, tiles[0][1])
     filt = (softmax_filter and cfg.group_reduce == "softmax_sum" and len(tiles) == 1
             and nsc * RESCORE_WARPS <= kc.TOPK_MAX_SEGMENTS
             and rescore_smem <= smem_per_block - COOP_STATIC_SMEM)

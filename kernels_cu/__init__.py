@@ -54,6 +54,17 @@ def pow2_at_least(c):
     return p
 
 
+def table_smem(subspaces, n_centroids, sub_dim, gt):
+    """Bytes of a head tile's lookup table and its q slice in shared memory."""
+    return (subspaces * pow2_at_least(n_centroids) * padded_heads(gt) + gt * subspaces * sub_dim) * 4
+
+
+def rescore_smem(subspaces, n_centroids, sub_dim, gt):
+    """Dynamic shared memory of cs_rescore: table, q, histogram, the warps' lists."""
+    return (table_smem(subspaces, n_centroids, sub_dim, gt) + HIST_BYTES
+            + (NT_SCORE // 32) * RESCORE_WARP_LIST * 2)
+
+
 def head_tiles(group, subspaces, n_centroids):
     """Split a group's heads into tiles whose lookup table fits LUT_BUDGET.
 
@@ -149,11 +160,10 @@ class KernelSet:
     def score_smem(self, gt, pass_bits):
         if self.save_mode(pass_bits) == 2:
             return HIST_BYTES
-        return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4 \
-            + HIST_BYTES
+        return table_smem(self.subspaces, self.n_centroids, self.sub_dim, gt) + HIST_BYTES
 
     def rescore_smem(self, gt):
-        return self.score_smem(gt, 3) + (NT_SCORE // 32) * RESCORE_WARP_LIST * 2
+        return rescore_smem(self.subspaces, self.n_centroids, self.sub_dim, gt)
 
     def coop_layout(self, chunk):
         """(region1 floats, dynamic shared memory bytes) of the cooperative kernel: the
@@ -163,15 +173,15 @@ class KernelSet:
         return region1, (region1 + chunk * gp) * 4 + HIST_BYTES + COOP_GATHER_CAP * 8
 
     def weights_smem(self, gt):
-        return (self.subspaces * self.p * padded_heads(gt) + gt * self.subspaces * self.sub_dim) * 4
+        return table_smem(self.subspaces, self.n_centroids, self.sub_dim, gt)
 
 
 def specializations():
     """Kernel sets that together instantiate every code path of the templates.
 
     The benchmark shapes in every mode and dtype (as plans build them: wide centroid
-    loads, softmax_sum filtered; the staged path's saved scores too), plus each code-load width (M = 1, 2, 3, 4, 8,
-    16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7, 8), the skewed
+    loads, softmax_sum filtered; the saved-score path too), plus each code-load width
+    (M = 1, 2, 3, 4, 8, 16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7, 8), the skewed
     and plain table layouts, head tiling (a table too big for one tile), scalar
     centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
     all of them for sm_80 and sm_90.

@@ -427,16 +427,16 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             rowstate[row] = make_int4(res[0], res[1], res[2], FILT ? (int)cs_filter_cut<GT>(res[0], cen_s, lse_s) : 0);
     }
 }
+
 // softmax_sum's filtered second pass, over the first pass's blocks (backwards: the v it
 // wrote last are still in L2). Rows with heavy tokens: each warp takes its 1/NW of the
-// block's tokens, CS_RS_WARP at a time (16 loads a lane in flight), a ballot appends
+// block's tokens, CS_RS_WARP at a time (16 values a lane in flight), a ballot appends
 // the ones above the cut to the warp's list (position order), and the warp scores them
 // and writes (key of r, position) to its own candidate segment, counting r's top 12
 // key bits; no block barrier until the end (one barrier-bound chunk loop for the whole
 // block took 39 us on batch16-32k). The row's last block finds radix level 1 and
-// records the segment length for cs_topk. Sink and window (every position of a row
-// with no heavy part) are scored directly and their r written to rbuf for their
-// weights. A token is scored with rotation n % 8 as in the first pass: the same bits.
+// records the segment length for cs_topk. Sink and window (every position of a short
+// row) are scored directly and their r written to rbuf for their weights. A token is scored with rotation n % 8 as in the first pass: the same bits.
 #define CS_RS_WARP 512  // tokens a warp filters in one step
 #define CS_RS_LIST 768  // list entries a warp keeps (16-bit offsets)
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int VEC, int NT,
