@@ -29,6 +29,7 @@ class _Config(ctypes.Structure):  # CUlaunchConfig
 
 
 _launch_ex = None
+_driver = None
 
 
 def _cu_launch_kernel_ex():
@@ -77,14 +78,20 @@ class Launch:
                                   self.smem, None, ctypes.pointer(self.attr), 1)
 
     def bind(self, values):
-        for name, idx in self.slots.items():
-            v = values[name]
-            for i in idx:
-                self.cells[i].value = v
+        """Set the named arguments found in `values` (a name not in `values` keeps its
+        value; one this launch does not take is ignored)."""
+        slots = self.slots
+        for name, v in values.items():
+            idx = slots.get(name)
+            if idx is not None:
+                for i in idx:
+                    self.cells[i].value = v
 
     def __call__(self, stream_ptr):
-        from cupy.cuda import driver
-
+        global _driver
+        if _driver is None:
+            from cupy.cuda import driver as _driver
+        driver = _driver
         try:
             if self.config is not None:
                 self.config.stream = stream_ptr or None

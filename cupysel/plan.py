@@ -12,7 +12,9 @@ The launch sequence, all on one stream with no host read in between:
 """
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -136,7 +138,7 @@ def convert_inputs(inputs, stream):
     import cupy
 
     if all(type(x) is cupy.ndarray for x in inputs):  # the common case: nothing to convert
-        return list(inputs), resolve_stream(stream, inputs[0].device.id)
+        return list(inputs), resolve_stream(stream, inputs[0].data.device_id)
     names = ("q", "centroids", "codes", "seq_lens")
     dev = validate.device_of(inputs[0], "q")
     if dev is None:
@@ -190,7 +192,6 @@ def _external(stream):
         return cupy.cuda.ExternalStream(int(ptr), -1 if dev is None else dev)
 
 
-INPUT_NAMES = ("q", "cent", "codes", "lens")
 _ALIGN = 256
 
 
@@ -203,11 +204,21 @@ def _carve(parts):
     return offs, size
 
 
+class Layout(NamedTuple):
+    out_offs: dict
+    out_size: int
+    ws_offs: dict
+    ws_size: int
+    zero_bytes: int  # the workspace's leading bytes that start at zero
+    shape: tuple  # (B, Hkv)
+    total: int  # S + K + W
+
+
 _layouts = {}
 
 
 def _layout(cfg, geo):
-    """(output offsets, output bytes, workspace offsets, workspace bytes, zeroed bytes)."""
+    """Where the outputs and the workspace parts lie in their two allocations."""
     key = (cfg, geo)
     lay = _layouts.get(key)
     if lay is not None:
@@ -233,7 +244,8 @@ def _layout(cfg, geo):
     out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
                                  ("weights", rows * total * i4)])
     ws_offs, ws_size = _carve(zero + rest)
-    lay = _layouts[key] = (out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]])
+    lay = _layouts[key] = Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]],
+                                 (cfg.batch, cfg.kv_heads), total)
     if len(_layouts) > 256:
         _layouts.pop(next(iter(_layouts)))
     return lay
@@ -245,26 +257,56 @@ class Buffers:
     Two allocations (allocation costs host time on every select() call): the three
     outputs are views of one block; the workspace is another, its parts known only by
     their pointers (``ptrs``). The parts that must start at zero come first and are
-    cleared by one memset on the launch stream."""
+    cleared by one memset on the launch stream. A ``workspace`` passed in was made here
+    before and has been used only by launches of the same plan (the kernels leave its
+    zeroed parts as they found them), so it is taken as it is."""
 
-    def __init__(self, cfg, geo, device_id, stream=None):
+    def __init__(self, layout, device_id, stream, workspace=None, ws_ptrs=None):
         import cupy
 
-        out_offs, out_size, ws_offs, ws_size, zero_bytes = _layout(cfg, geo)
         with cupy.cuda.Device(device_id):
-            s = stream if stream is not None else cupy.cuda.get_current_stream()
-            with s:
-                out = cupy.cuda.alloc(out_size)
-                self.workspace = cupy.cuda.alloc(ws_size)
-            self.workspace.memset_async(0, zero_bytes, s)
-        shape, total = (cfg.batch, cfg.kv_heads), cfg.total
+            with stream:
+                out = cupy.cuda.alloc(layout.out_size)
+                if workspace is None:
+                    workspace = cupy.cuda.alloc(layout.ws_size)
+                    workspace.memset_async(0, layout.zero_bytes, stream)
+        self.workspace = workspace
+        out_offs, shape, total = layout.out_offs, layout.shape, layout.total
         self.indices = cupy.ndarray(shape + (total,), np.int32, out + out_offs["indices"])
         self.counts = cupy.ndarray(shape, np.int32, out + out_offs["counts"])
         self.weights = cupy.ndarray(shape + (total,), np.float32, out + out_offs["weights"])
-        base = self.workspace.ptr
-        self.ptrs = {name: base + off for name, off in ws_offs.items()}
-        self.ptrs.update(indices=self.indices.data.ptr, counts=self.counts.data.ptr,
-                         weights=self.weights.data.ptr)
+        base = workspace.ptr
+        if ws_ptrs is None:
+            ws_ptrs = {name: base + off for name, off in layout.ws_offs.items()}
+        self.ws_ptrs = ws_ptrs
+        o = out.ptr
+        self.out_ptrs = {name: o + off for name, off in out_offs.items()}
+        self.ptrs = dict(ws_ptrs, **self.out_ptrs)
+        # What the launches' pointer arguments depend on (see Core.enqueue).
+        self.key = (base, o)
+
+
+# select()'s workspaces kept for reuse on the stream that last used them:
+# (core, device, stream pointer) -> (stream, workspace). Only streams that cannot be
+# destroyed while an entry holds them qualify: a CuPy-owned stream (the entry holds it)
+# or the legacy default stream (one per device, shared by every thread). The per-thread
+# default stream is one handle for many streams, and an external handle can be destroyed
+# and its value reused for another stream whose work would then overlap: those get a
+# fresh workspace each call. Calls on one stream are ordered, and Core.enqueue holds the
+# core's lock over a whole launch sequence, so two calls never use one workspace at once.
+_select_ws = OrderedDict()
+_select_ws_lock = threading.Lock()
+SELECT_WS_MAX_BYTES = 16 << 20  # a workspace is kept only up to this size
+SELECT_WS_MAX_TOTAL = 64 << 20  # and the least recently used go beyond this in all
+
+
+def _reusable_stream(stream):
+    import cupy
+
+    ptr = stream.ptr
+    # 1 and 0: the legacy default stream; 2: the per-thread default stream (CuPy's
+    # Stream.ptds is a cupy.cuda.Stream too).
+    return ptr != 2 and (type(stream) is cupy.cuda.Stream or ptr in (0, 1))
 
 
 class Core:
@@ -278,6 +320,9 @@ class Core:
         self._geo = {}
         self._sets = {}
         self._programs = {}
+        self._layouts = {}  # device -> Layout
+        self._resolved = {}  # (device, pdl, dtypes, alignments) -> program (see enqueue)
+        self._bound = {}  # id(program) -> the pointers its launches were last bound to
         self._lock = threading.Lock()
         self.prof = None  # a device int64 array [rows * CTAs * 32]: phase timestamps
         self.coop_ctas = None  # at most this many CTAs a row on the cooperative path
@@ -375,8 +420,7 @@ class Core:
                 [(I, cfg.n_centroids)] + sk +
                 [(F, cfg.scale), (I, geo.chunk), (I, region1), per_seq, (P, "prof")],
                 cooperative=True)
-            self._programs[key] = prog
-            return prog
+            return self._keep_program(key, device_id, prog)
         for bits in ks.score_passes():
             for t, (h0, gt) in enumerate(ks.tiles):
                 name, smem = ks.score(gt, bits), ks.score_smem(gt, bits)
@@ -415,6 +459,16 @@ class Core:
                      (P, "weights")] + dims +
                     [(I, cfg.n_centroids), (I, cfg.total), (F, cfg.scale), (I, h0),
                      (I, geo.wchunk), per_seq, (I, int(t == 0)), (I, int(t == last))])
+        return self._keep_program(key, device_id, prog)
+
+    def _keep_program(self, key, device_id, prog):
+        # enqueue binds the names it knows; a name nothing provides would stay unbound.
+        lay = self.layout(device_id)
+        names = set(lay.ws_offs) | set(lay.out_offs) | {"q", "cent", "codes", "lens", "prof"}
+        for _, launch in prog:
+            missing = set(launch.slots) - names
+            if missing:
+                raise AssertionError("%s takes unknown arguments %s" % (launch.name, missing))
         self._programs[key] = prog
         return prog
 
@@ -428,22 +482,65 @@ class Core:
         per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, kc.NT_SCORE, smem)
         return max(1, per_sm) * cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
+    def layout(self, device_id):
+        lay = self._layouts.get(device_id)
+        if lay is None:
+            lay = self._layouts[device_id] = _layout(self.cfg, self.geometry(device_id))
+        return lay
+
+    def select_buffers(self, device_id, stream):
+        """Fresh outputs for one select() call; the workspace is reused where that is safe
+        (see _select_ws)."""
+        lay = self.layout(device_id)
+        if lay.ws_size > SELECT_WS_MAX_BYTES or not _reusable_stream(stream):
+            return Buffers(lay, device_id, stream)
+        key = (self, device_id, stream.ptr)
+        with _select_ws_lock:
+            hit = _select_ws.get(key)
+            if hit is not None:
+                _select_ws.move_to_end(key)
+                return Buffers(lay, device_id, stream, hit[1], hit[2])
+            # The memset of a new workspace is queued before the entry can be seen, so
+            # every later call's launches come after it on the stream.
+            b = Buffers(lay, device_id, stream)
+            _select_ws[key] = (stream, b.workspace, b.ws_ptrs)
+            total = sum(e[1].mem.size for e in _select_ws.values())
+            while total > SELECT_WS_MAX_TOTAL:
+                total -= _select_ws.popitem(last=False)[1][1].mem.size
+        return b
+
     def enqueue(self, device_id, arrays, b, stream, stages=STAGES):
         """Queue the whole selection on `stream`; no host read, no synchronisation.
 
         `stages` limits the launch to some of STAGES (the benchmark times them apart)."""
         import cupy
 
-        ks = self.kernel_set(device_id, *arrays)
-        values = dict(b.ptrs)
-        values.update(zip(INPUT_NAMES, (a.data.ptr for a in arrays)))
-        values["prof"] = self.prof.data.ptr if self.prof is not None else 0
+        q, cent, codes, lens = arrays
+        qp, cp, kp, lp = q.data.ptr, cent.data.ptr, codes.data.ptr, lens.data.ptr
+        # Everything the kernel set depends on besides the sizes: dtypes and alignments.
+        key = (device_id, self.pdl, q.dtype, cent.dtype, lens.dtype, kp % 16, cp % 16)
+        prog = self._resolved.get(key)
+        if prog is None:
+            ks = self.kernel_set(device_id, *arrays)
+            with cupy.cuda.Device(device_id), self._lock:
+                prog = self._resolved[key] = self.program(device_id, ks)
+        prof = self.prof.data.ptr if self.prof is not None else 0
+        bound = (qp, cp, kp, lp, prof, b.key[0], b.key[1])
         with cupy.cuda.Device(device_id), self._lock:
-            prog = self.program(device_id, ks)
+            last = self._bound.get(id(prog))
+            if last != bound:
+                # select() changes only the outputs from call to call: rebind just those.
+                if last is not None and last[:6] == bound[:6]:
+                    values = b.out_ptrs
+                else:
+                    values = dict(b.ptrs, q=qp, cent=cp, codes=kp, lens=lp, prof=prof)
+                for _, launch in prog:
+                    launch.bind(values)
+                self._bound[id(prog)] = bound
+            sp = stream.ptr
             for stage, launch in prog:
                 if stage in stages:
-                    launch.bind(values)
-                    launch(stream.ptr)
+                    launch(sp)
 
 
 class Selector:
@@ -482,7 +579,7 @@ class Selector:
             with self._lock:
                 bufs = self._buffers.get(dev)
                 if bufs is None:
-                    bufs = Buffers(self.config, self._core.geometry(dev), dev, stream)
+                    bufs = Buffers(self._core.layout(dev), dev, stream)
                     stream.synchronize()  # the zeroed counters are in place before any use
                     self._buffers[dev] = bufs
         return arrays, dev, bufs, stream

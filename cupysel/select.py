@@ -45,8 +45,8 @@ _cores = OrderedDict()
 _cores_lock = threading.Lock()
 _MAX_CORES = 64
 # Inputs already validated: (config key, per-array dtype / shape / strides / device)
-# -> (Config, device). Validation is pure metadata, so equal keys give equal answers;
-# select() pays it once per kind of call instead of on every call.
+# -> (Config, device, Core). Validation is pure metadata, so equal keys give equal
+# answers; select() pays it once per kind of call instead of on every call.
 _checked = OrderedDict()
 _MAX_CHECKED = 256
 
@@ -66,11 +66,11 @@ def _core_for(cfg):
 
 
 def _validated(arrays, sink, window, k, group_reduce, scale):
-    """(Config, device id) of the inputs, from the cache or by validating them."""
+    """(Config, device id, Core) of the inputs, from the cache or by validating them."""
     # Types are part of the key: k=True must still be refused although True == 1.
     key = (type(sink), sink, type(window), window, type(k), k, type(group_reduce),
            group_reduce, type(scale), scale,
-           tuple((a.dtype, a.shape, a.strides, a.device.id) for a in arrays))
+           tuple((a.dtype, a.shape, a.strides, a.data.device_id) for a in arrays))
     try:
         hit = _checked.get(key)
     except TypeError:  # an unhashable parameter: validation names it
@@ -78,7 +78,7 @@ def _validated(arrays, sink, window, k, group_reduce, scale):
     if hit is not None:
         return hit
     cfg = validate.config_from_arrays(*arrays, sink, window, k, group_reduce, scale)
-    hit = (cfg, validate.check_arrays(cfg, *arrays))
+    hit = (cfg, validate.check_arrays(cfg, *arrays), _core_for(cfg))
     if key is not None:
         with _cores_lock:
             _checked[key] = hit
@@ -96,12 +96,11 @@ def select(q, centroids, codes, seq_lens, *, sink, window, k, group_reduce="soft
     and raises ValueError otherwise; without it such inputs are read safely but give
     undefined selections.
     """
-    from .plan import Buffers, convert_inputs
+    from .plan import convert_inputs
 
     arrays, stream = convert_inputs((q, centroids, codes, seq_lens), stream)
-    cfg, dev = _validated(arrays, sink, window, k, group_reduce, scale)
-    core = _core_for(cfg)
-    bufs = Buffers(cfg, core.geometry(dev), dev, stream)
+    cfg, dev, core = _validated(arrays, sink, window, k, group_reduce, scale)
+    bufs = core.select_buffers(dev, stream)
     if check:
         core.check_contents(dev, *arrays, stream)
     core.enqueue(dev, arrays, bufs, stream)

@@ -188,6 +188,46 @@ def test_two_plans_do_not_share_workspace():
         check(sel, h)
 
 
+@pytest.mark.parametrize("path", ["auto", "staged"])
+@pytest.mark.parametrize("stream_kind", ["cupy", "legacy", "per-thread"])
+def test_select_calls_queued_back_to_back(path, stream_kind, monkeypatch):
+    """select() keeps its workspace for the next call on a stream it can hold (a CuPy
+    stream, the legacy default stream) and not on the per-thread default stream; calls
+    queued with no sync in between each get fresh, correct outputs."""
+    import importlib
+    from collections import OrderedDict
+
+    import cupy
+
+    from cupysel import plan as plan_mod
+    from cupysel.plan import Core
+
+    selmod = importlib.import_module("cupysel.select")
+    made = []
+
+    def core_for(cfg):
+        made.append(Core(cfg, path=path))
+        return made[-1]
+
+    monkeypatch.setattr(selmod, "_core_for", core_for)
+    monkeypatch.setattr(selmod, "_checked", OrderedDict())
+    stream = {"cupy": cupy.cuda.Stream(non_blocking=True), "legacy": cupy.cuda.Stream.null,
+              "per-thread": cupy.cuda.Stream.ptds}[stream_kind]
+    rng = np.random.default_rng(11)
+    hosts = [host_inputs(rng, **SIZES, seq_lens=rng.integers(3000, 4001, 2)) for _ in range(6)]
+    devs = [to_device(*h) for h in hosts]
+    cupy.cuda.Device().synchronize()
+    sels = [cupysel.select(*d, **PARAMS, stream=stream) for d in devs]
+    stream.synchronize()
+    assert len(made) == 1
+    assert bool(made[0].geometry(0).coop) == (path == "auto")
+    kept = [k for k in plan_mod._select_ws if k[0] is made[0]]
+    assert len(kept) == (0 if stream_kind == "per-thread" else 1)
+    assert len({sel.indices.data.ptr for sel in sels}) == len(sels)
+    for sel, h in zip(sels, hosts):
+        check(sel, h)
+
+
 def test_select_on_eight_streams_at_once():
     """Different shapes on 8 streams, queued from 8 threads, all correct."""
     import cupy
