@@ -12,6 +12,7 @@ The launch sequence, all on one stream with no host read in between:
 """
 
 import threading
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -47,13 +48,15 @@ class Geometry:
     wsplit: int = 1   # weights blocks per row (max / mean, staged) ...
     wchunk: int = 0   # ... each taking this many output entries
     filt: bool = False  # softmax_sum filtered: cs_rescore scores only tokens above a cut
+    fuse: bool = False  # filt, the rescoring in the first pass's launch (cooperative)
 
 
 SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recomputes them
 
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
-                  smem_per_block=227 * 1024, coop_ctas=None, softmax_filter=True):
+                  smem_per_block=227 * 1024, coop_ctas=None, softmax_filter=True,
+                  fuse_rescore=True):
     """Score blocks fill the GPU in one wave (as many as fit on the SMs at once, by
     shared memory), their length chosen by the kernel from the lengths; top-K and
     index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
@@ -91,8 +94,13 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     total = max(cfg.total, 1)
     wsplit = max(-(-total // (kc.NT_WEIGHTS * kc.WEIGHTS_PER_THREAD)),
                  min(-(-total // WEIGHTS_MIN), max(1, sm_count // cfg.rows)))
+    # Fused rescoring: the first pass's blocks wait for their row's LSE, so every block
+    # must be resident at once: a cooperative launch of one wave (rows <= slots), with
+    # the rescoring's lists in shared memory at the same blocks an SM.
+    fuse = (filt and fuse_rescore and cooperative and cfg.rows <= slots
+            and per_sm * (rescore_smem + COOP_STATIC_SMEM) <= smem_per_sm)
     return Geometry(slots, nsc, max(slots, cfg.rows), -(-n // tlen), tlen, save, per_sm, coop,
-                    chunk, wsplit, -(-total // wsplit), filt)
+                    chunk, wsplit, -(-total // wsplit), filt, fuse)
 
 
 COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for nothing
@@ -234,7 +242,8 @@ def _layout(cfg, geo):
     else:
         # Kept zero between launches by the kernels themselves (the last block that uses
         # them resets them), so they are cleared only here.
-        zero = [("counters", rows * i4), ("hist", rows * 4096 * i4)]
+        zero = [("counters", rows * i4), ("hist", rows * 4096 * i4),
+                ("gens", rows * 8 if geo.fuse else 8)]  # barrier generations: only grow
         rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * cfg.group * i4 if geo.save else i4),
                 ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
                 ("stats", rows * cfg.group * geo.nsc * 2 * i4),
@@ -340,6 +349,9 @@ class Core:
         # softmax_sum with one head tile: filtered first pass and a rescoring pass over the
         # tokens that can be heavy (False: the first pass saves every per-head score).
         self.softmax_filter = True
+        # ... with the rescoring in the first pass's (cooperative) launch where every block
+        # fits at once: no second launch rebuilding a table a block (~16 us of prologue).
+        self.fuse_rescore = True
 
     @staticmethod
     def compute_capability(device_id):
@@ -357,7 +369,8 @@ class Core:
             geo = self._geo[device_id] = plan_geometry(
                 self.cfg, attrs["MultiProcessorCount"], attrs["MaxSharedMemoryPerMultiprocessor"],
                 self.path, bool(attrs.get("CooperativeLaunch", 1)) and cc >= 7,
-                attrs["MaxSharedMemoryPerBlockOptin"], self.coop_ctas, self.softmax_filter)
+                attrs["MaxSharedMemoryPerBlockOptin"], self.coop_ctas, self.softmax_filter,
+                self.fuse_rescore)
         return geo
 
     def kernel_set(self, device_id, q, centroids, codes, seq_lens):
@@ -372,7 +385,15 @@ class Core:
             ks = self._sets[key] = kc.KernelSet(
                 m, self.cfg.n_centroids, ds, q.dtype.name, centroids.dtype.name,
                 seq_lens.dtype.name, self.cfg.group_reduce, vec, self.tiles, cvec, geo.save,
-                self.topk == "bitonic", geo.score_minb, bool(geo.coop), geo.filt and not geo.coop)
+                self.topk == "bitonic", geo.score_minb, bool(geo.coop), geo.filt and not geo.coop,
+                geo.fuse and not geo.coop)
+            if ks.fuse:
+                # The driver decides residency (registers too): fall back to two launches
+                # where the fused pass's one wave would not fit at once.
+                gt = ks.tiles[0][1]
+                name, smem = ks.score(gt, 7), ks.score_smem(gt, 7)
+                if self._resident(device_id, ks, name, smem) < geo.score_grid:
+                    ks = self._sets[key] = dataclasses.replace(ks, fuse=False)
         return ks
 
     def check_contents(self, device_id, q, centroids, codes, seq_lens, stream):
@@ -434,8 +455,9 @@ class Core:
                     + dims + [(I, cfg.n_centroids)] + sk +
                     [(F, cfg.scale), (I, h0), (I, cfg.batch), (I, slots), (I, MIN_SPLIT),
                      (I, geo.nsc), per_seq, (I, int(t == 0)),
-                     (I, int(t == last))])
-        if ks.filt:
+                     (I, int(t == last)), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
+                     (P, "gens"), (I, geo.nsc * RESCORE_WARPS)], cooperative=bits == 7)
+        if ks.filt and not ks.fuse:
             gt = ks.tiles[0][1]
             add("score", ks.rescore(gt), (geo.score_grid,), (kc.NT_SCORE,), ks.rescore_smem(gt),
                 [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "lse"),
@@ -443,6 +465,7 @@ class Core:
                  (P, "cand_pos"), (P, "segcnt")] + dims + [(I, cfg.n_centroids)] + sk +
                 [(F, cfg.scale), (I, cfg.batch), (I, geo.slots), (I, MIN_SPLIT),
                  (I, geo.nsc * RESCORE_WARPS), per_seq])
+        if ks.filt:
             # One block a row on the rescored candidate list (a segment a rescore warp).
             tgrid, tlen, stride = 1, cfg.capacity, geo.nsc * RESCORE_WARPS
         else:

@@ -100,6 +100,7 @@ class KernelSet:
     coop: bool = False      # the cooperative path (cs_coop), CTAs per row set at launch
     filt: bool = False      # softmax_sum, one head tile: filtered first pass, cs_rescore,
                             # and the top-K on the rescored candidate list
+    fuse: bool = False      # filt, with the rescoring in the first pass's cooperative launch
 
     @property
     def p(self):
@@ -140,7 +141,9 @@ class KernelSet:
 
     def score_passes(self):
         """(pass_bits per launch, in order): softmax_sum needs LSE before ranking, unless
-        filtered (then cs_rescore follows)."""
+        filtered (then cs_rescore follows, or, fused, pass 7 rescores in the same launch)."""
+        if self.fuse:
+            return (7,)
         return (1, 2) if self.mode == "softmax_sum" and not self.filt else (3,)
 
     def names(self):
@@ -150,7 +153,7 @@ class KernelSet:
         for bits in self.score_passes():
             for _, gt in self.tiles:
                 out.append(self.score(gt, bits))
-        if self.filt:
+        if self.filt and not self.fuse:
             out.append(self.rescore(self.tiles[0][1]))
         out.append(self.topk())
         if self.mode != "softmax_sum":
@@ -158,6 +161,8 @@ class KernelSet:
         return tuple(dict.fromkeys(out))
 
     def score_smem(self, gt, pass_bits):
+        if pass_bits == 7:
+            return self.rescore_smem(gt)
         if self.save_mode(pass_bits) == 2:
             return HIST_BYTES
         return table_smem(self.subspaces, self.n_centroids, self.sub_dim, gt) + HIST_BYTES
@@ -192,7 +197,8 @@ def specializations():
         for flavour in (("filt", "save") if mode == "softmax_sum" else ("",)):
             sets.append(KernelSet(m, c, ds, dt, dt, "int32", mode, True,
                                   tuple(head_tiles(g, m, c)), cvec=True, save=flavour == "save",
-                                  filt=flavour == "filt", minb=1 if g == 7 else 2))
+                                  filt=flavour == "filt", minb=1 if g == 7 else 2,
+                                  fuse=flavour == "filt"))
     extra = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, save ("filt": filtered), bitonic
         (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, "filt", True),
         (3, 5, 32, 2, "bfloat16", "float32", "int64", "softmax_sum", False, False, "filt", False),
@@ -211,6 +217,9 @@ def specializations():
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
                               cvec=cvec, save=save is True, bitonic=bitonic,
                               filt=save == "filt"))
+        if save == "filt":  # and the same with the rescoring fused into the first pass
+            sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
+                                  cvec=cvec, bitonic=bitonic, filt=True, fuse=True))
     coop = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec
         (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True),
         (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True),

@@ -288,6 +288,17 @@ __device__ void cs_level1(int* grow, int K, int* scratch, int* res) {
     for (int i = threadIdx.x; i < 4096; i += NT) grow[i] = 0;
 }
 
+// Acquire load and release add at GPU scope (barriers between the blocks of a row).
+__device__ __forceinline__ u64 cs_ld_acquire(const u64* p) {
+    u64 v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void cs_red_release(u64* p, u64 v) {
+    asm volatile("red.release.gpu.global.add.u64 [%0], %1;" :: "l"(p), "l"(v) : "memory");
+}
+
 // The last block of a group to arrive returns true (threadFenceReduction pattern).
 // Integer counter only: which block comes last never changes a result, because the
 // last block combines everyone's partials in a fixed order. It resets the counter

@@ -39,16 +39,6 @@ COOP = r"""
 #define CS_X_GROUP (64 + 2 * 4096)
 #define CS_X_STRIDE (64 + 2 * 4096 + 2 * 64)
 
-__device__ __forceinline__ u64 cs_ld_acquire(const u64* p) {
-    u64 v;
-    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-    return v;
-}
-
-__device__ __forceinline__ void cs_red_release(u64* p, u64 v) {
-    asm volatile("red.release.gpu.global.add.u64 [%0], %1;" :: "l"(p), "l"(v) : "memory");
-}
-
 // Barrier of the CTAs of one row: the block's writes (ordered before thread 0 by
 // bar.sync) are released by thread 0's add; after the acquire spin and bar.sync every
 // thread reads the peers' records (with ld.cg: L1 is not coherent).

@@ -17,7 +17,10 @@ max and mean run PASS 3. softmax_sum needs LSE before r, so it takes two passes:
     row's last block turns the bin of the K-th largest v and the heads' spread of
     c_j - LSE_j into a cut on v that no top-K token lies below; cs_rescore then scores
     only the tokens above the cut (about K + a few hundred a row) and hands them to the
-    top-K as its candidate list;
+    top-K as its candidate list. PASS 7 (fused, where every block is resident at once:
+    a cooperative launch) does both in one launch: after the row's last block has
+    published LSE and the cut, each block rescores its own tokens (cs_rescore_range)
+    with the table it still holds, past a row barrier in global memory;
   - PASS 1 then PASS 2, each over every token. SAVE: 1 = PASS 1 also stores the
     per-head scores in sbuf; 2 = PASS 2 reads them back instead of the codes.
 """
@@ -221,6 +224,154 @@ __device__ __forceinline__ u32 cs_filter_cut(int b1, const float* cen, const flo
     return ok ? cs_key(cut) : 0u;
 }
 
+#define CS_RS_WARP 512  // tokens a warp filters in one step
+#define CS_RS_LIST 768  // list entries a warp keeps (16-bit offsets)
+// One block's part of the rescoring: tokens [start, end) of a row, with the table in
+// lut and the row's LSE in lse_s. Sink and window positions (every position of a short
+// row) are scored into rbuf; with heavy tokens, each warp filters its 1/NW of the block
+// against the cut and scores the tokens that pass into its candidate segment, and the
+// block adds their keys' top 12 bits to the row's histogram (shist zeroed before).
+template <int GT, int GP, int M, int P, int VEC, int NT>
+__device__ __forceinline__ void cs_rescore_range(
+    const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
+    float* __restrict__ rbuf, int* __restrict__ hist, u32* __restrict__ cand_key,
+    int* __restrict__ cand_pos, int* __restrict__ segcnt, int row, int N, int L, int S, int K,
+    int W, int start, int end, i64 len, int split, int seg_stride, u32 cut, bool heavy) {
+    constexpr int NW = NT / 32, U = 4;
+    const i64 rbase = (i64)row * N;
+    float lse_r[GT];
+#pragma unroll
+    for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
+    const u8* crow = codes + rbase * M;
+    auto load = [&](int n, u32 (&w)[(M + 3) / 4]) {
+        if (n >= 0) {
+            cs_load_codes<M, VEC>(crow + (i64)n * M, w);
+        } else {
+#pragma unroll
+            for (int i = 0; i < (M + 3) / 4; ++i) w[i] = 0u;
+        }
+    };
+    auto score = [&](int n, u32 (&w)[(M + 3) / 4]) -> float {
+        int off[M];
+        cs_skew_offsets<GP, M, P>(n & 7, off);
+        float acc[GP];
+        cs_token_scores<GP, M, P>(lut, w, n & 7, off, acc);
+        return cs_prob_sum<GT, GP>(acc, lse_r);
+    };
+
+    // Fixed positions, whose weight the top-K writes from rbuf.
+    auto fixed = [&](int lo, int hi) {
+        lo = max(lo, start);
+        hi = min(hi, end);
+        for (int n = lo + threadIdx.x; n < hi; n += NT) {
+            u32 w[(M + 3) / 4];
+            load(n, w);
+            rbuf[rbase + n] = score(n, w);
+        }
+    };
+    if ((i64)L <= (i64)S + K + W) {
+        fixed(0, L);
+    } else {
+        fixed(0, S);
+        fixed(L - W, L);
+    }
+
+    if (heavy) {
+        // Warp w filters and rescores tokens [start + w * wlen, + wlen) on its own (no
+        // block barrier) into its own segment, (row, split * NW + w), at the same offset.
+        // v >= 0 and never NaN, so the cut compares as a float (key 0: -inf, all pass).
+        const float cutf = cut ? cs_key_value(cut) : CS_NEG_INF;
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        const int wlen = (int)(len / NW);  // len is a multiple of 32
+        const int ws = (int)min((i64)start + (i64)warp * wlen, (i64)end);
+        const int we = (int)min((i64)ws + wlen, (i64)end);
+        const int hs = max(ws, S), he = min(we, L - W);
+        const i64 seg = rbase + (i64)split * len + (i64)warp * wlen;
+        const float* rrow = rbuf + rbase;
+        u16* wl = lists + warp * CS_RS_LIST;
+        int kept = 0, cnt = 0, win = hs;  // list entries are offsets from win
+        // Score the list (position order) into the segment, 32 * U entries at a time.
+        auto flush = [&]() {
+            for (int i0 = lane; i0 < cnt; i0 += 32 * U) {
+                int n[U];
+                u32 w[U][(M + 3) / 4];
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    const int i = i0 + u * 32;
+                    n[u] = i < cnt ? win + wl[i] : -1;
+                    load(n[u], w[u]);
+                }
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    if (n[u] < 0) break;
+                    const u32 key = cs_key(score(n[u], w[u]));
+                    const i64 o = seg + kept + i0 + u * 32;
+                    cand_key[o] = key;
+                    cand_pos[o] = n[u];
+                    atomicAdd(&shist[key >> (32 - CS_HIST_BITS)], 1);
+                }
+            }
+            kept += cnt;
+            cnt = 0;
+            __syncwarp();
+        };
+        // Steps of CS_RS_WARP tokens; the list is scored once it holds more than
+        // CS_RS_LIST - CS_RS_WARP entries (full lanes: ~2% of tokens pass on the bench
+        // inputs, so scoring each step's few took as long as the step).
+        // Rows of N % 4 == 0 (16-byte aligned): a float4 a lane, 4 ballots a load.
+        const bool vec = N % 4 == 0;
+        for (int c0 = vec ? hs - (hs & 3) : hs; c0 < he; c0 += CS_RS_WARP) {
+            if (cnt > CS_RS_LIST - CS_RS_WARP || c0 + CS_RS_WARP - win > 65535) {
+                flush();
+                win = c0;
+            }
+            if (vec) {
+                const unsigned lt = (1u << lane) - 1u;
+#pragma unroll
+                for (int k = 0; k < CS_RS_WARP / 128; ++k) {
+                    const int p = c0 + k * 128 + 4 * lane;
+                    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (p < he) t = __ldcs(reinterpret_cast<const float4*>(rrow + p));
+                    const float x[4] = {t.x, t.y, t.z, t.w};
+                    bool f[4];
+                    int below = 0, total = 0;
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        f[i] = p + i >= hs && p + i < he && x[i] >= cutf;
+                        const u32 bal = __ballot_sync(CS_FULL, f[i]);
+                        below += __popc(bal & lt);
+                        total += __popc(bal);
+                    }
+                    int o = cnt + below;
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        if (f[i]) wl[o++] = (u16)(p + i - win);
+                    }
+                    cnt += total;
+                }
+            } else {
+#pragma unroll
+                for (int k = 0; k < CS_RS_WARP / 32; ++k) {
+                    const int n = c0 + k * 32 + lane;
+                    const bool f = n < he && __ldcs(rrow + n) >= cutf;
+                    const u32 bal = __ballot_sync(CS_FULL, f);
+                    if (f) wl[cnt + __popc(bal & ((1u << lane) - 1u))] = (u16)(n - win);
+                    cnt += __popc(bal);
+                }
+            }
+            __syncwarp();
+        }
+        flush();
+        if (lane == 0) segcnt[(i64)row * seg_stride + (i64)split * NW + warp] = kept;
+        __syncthreads();
+        int* grow = hist + (i64)row * CS_HIST;
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) {
+            const int c = shist[i];
+            if (c) atomicAdd(grow + i, c);
+        }
+    }
+}
+
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
           int PASS, int VEC, int SAVE, int NT, int MINB>
 __global__ void __launch_bounds__(NT, MINB) cs_score(
@@ -229,7 +380,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     float2* __restrict__ stats, float* __restrict__ lse, int* __restrict__ hist,
     u32* __restrict__ counters, int4* __restrict__ rowstate, int Hkv, int G, int N, int C,
     int S, int K, int W, float scale, int h0, int B, int slots, int min_len, int nsc,
-    int cent_per_seq, int first_tile, int last_tile) {
+    int cent_per_seq, int first_tile, int last_tile, u32* __restrict__ cand_key,
+    int* __restrict__ cand_pos, int* __restrict__ segcnt, u64* __restrict__ gens,
+    int seg_stride) {
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
     float* qs = lut + M * P * GP;
@@ -238,8 +391,14 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     __shared__ float red_m[GT][NT / 32], red_s[GT][NT / 32], lse_s[GT], cen_s[GT];
     __shared__ int scratch[40];
     __shared__ int part[5], res[4];
+    __shared__ u32 cut_s;
+    __shared__ u64 gen_s;
     // softmax_sum's filtered first pass: statistics, and v ranked in place of r.
-    constexpr bool FILT = MODE == 0 && PASS == 3;
+    constexpr bool FILT = MODE == 0 && (PASS & 3) == 3;
+    // PASS 7: the filtered first pass and the rescoring in one cooperative launch (every
+    // block resident): after a row barrier each block rescores its own tokens with the
+    // table it still holds, instead of a second kernel building a table a block again.
+    constexpr bool FUSE = FILT && (PASS & 4);
 
     // The second pass walks the blocks backwards: the first pass's last writes are
     // still in L2.
@@ -398,7 +557,43 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         }
     }
 
-    if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) return;
+    // FUSE, every block of the row once LSE and the cut are known: its own tokens'
+    // rescoring (as cs_rescore), then the row's last block to finish that finds radix
+    // level 1 of the candidates and records the segment length for cs_topk.
+    auto cs_fused_rescore = [&]() {
+        if constexpr (FUSE) {
+            __syncthreads();
+            if (hist_on) {
+                for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
+            }
+            __syncthreads();
+            cs_rescore_range<GT, GP, M, P, VEC, NT>(
+                lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf, hist,
+                cand_key, cand_pos, segcnt, row, N, L, S, K, W, start, end, len, split,
+                seg_stride, cut_s, hist_on);
+            if (cs_last_block(counters + row, (u32)nsplit, scratch + 36) && hist_on) {
+                cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+                if (threadIdx.x == 0)
+                    rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / (NT / 32)));
+            }
+        }
+    };
+    // FUSE: the generation of the row's barrier, read before this block arrives.
+    if (FUSE && threadIdx.x == 0) gen_s = cs_ld_acquire(gens + row);
+    if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) {
+        if constexpr (FUSE) {
+            // Wait for the row's last block to publish LSE and the cut (below).
+            if (threadIdx.x == 0) {
+                while (cs_ld_acquire(gens + row) == gen_s) {
+                }
+            }
+            __syncthreads();
+            if (threadIdx.x < GT) lse_s[threadIdx.x] = __ldcg(lse + (i64)row * G + threadIdx.x);
+            if (threadIdx.x == 0) cut_s = hist_on ? (u32)__ldcg(&rowstate[row].w) : 0u;
+            cs_fused_rescore();
+        }
+        return;
+    }
 
     if constexpr (PASS & 1) {
         // LSE of each head from the nsplit partials, in a fixed order.
@@ -423,8 +618,22 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     }
     if (hist_on) {
         cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
-        if (threadIdx.x == 0)
-            rowstate[row] = make_int4(res[0], res[1], res[2], FILT ? (int)cs_filter_cut<GT>(res[0], cen_s, lse_s) : 0);
+        if (threadIdx.x == 0) {
+            const u32 cut = FILT ? cs_filter_cut<GT>(res[0], cen_s, lse_s) : 0u;
+            rowstate[row] = make_int4(res[0], res[1], res[2], (int)cut);
+            cut_s = cut;
+        }
+    } else if (threadIdx.x == 0) {
+        cut_s = 0u;
+    }
+    if constexpr (FUSE) {
+        // Publish LSE, the cut and the cleared histogram to the row's other blocks.
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            __threadfence();
+            cs_red_release(gens + row, 1ull);
+        }
+        cs_fused_rescore();
     }
 }
 
@@ -436,9 +645,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
 // key bits; no block barrier until the end (one barrier-bound chunk loop for the whole
 // block took 39 us on batch16-32k). The row's last block finds radix level 1 and
 // records the segment length for cs_topk. Sink and window (every position of a short
-// row) are scored directly and their r written to rbuf for their weights. A token is scored with rotation n % 8 as in the first pass: the same bits.
-#define CS_RS_WARP 512  // tokens a warp filters in one step
-#define CS_RS_LIST 768  // list entries a warp keeps (16-bit offsets)
+// row) are scored directly and their r written to rbuf for their weights. A token is
+// scored with rotation n % 8 as in the first pass: the same bits.
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int VEC, int NT,
           int MINB>
 __global__ void __launch_bounds__(NT, MINB) cs_rescore(
@@ -448,7 +656,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt, int Hkv,
     int G, int N, int C, int S, int K, int W, float scale, int B, int slots, int min_len,
     int seg_stride, int cent_per_seq) {
-    constexpr int NW = NT / 32, U = 4;
+    constexpr int NW = NT / 32;
     static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; float4 steps");
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
@@ -471,7 +679,6 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     const i64 len = (i64)part[3] << 5;
     const int start = (int)min((i64)part[1] * len, (i64)L);
     const int end = (int)min((i64)start + len, (i64)L);
-    const i64 rbase = (i64)row * N;
     // The table, although only ~2% of the tokens are scored: computing their entries
     // from the centroids instead (same bits) took the pass from 38 to 90 us on
     // batch16-32k (16 dependent centroid loads a token).
@@ -487,137 +694,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     if (threadIdx.x < GT) lse_s[threadIdx.x] = lse[(i64)row * G + threadIdx.x];
     if (threadIdx.x == 0) cut_s = heavy ? (u32)rowstate[row].w : 0u;
     __syncthreads();
-    float lse_r[GT];
-#pragma unroll
-    for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
-    const u8* crow = codes + rbase * M;
-    auto load = [&](int n, u32 (&w)[(M + 3) / 4]) {
-        if (n >= 0) {
-            cs_load_codes<M, VEC>(crow + (i64)n * M, w);
-        } else {
-#pragma unroll
-            for (int i = 0; i < (M + 3) / 4; ++i) w[i] = 0u;
-        }
-    };
-    auto score = [&](int n, u32 (&w)[(M + 3) / 4]) -> float {
-        int off[M];
-        cs_skew_offsets<GP, M, P>(n & 7, off);
-        float acc[GP];
-        cs_token_scores<GP, M, P>(lut, w, n & 7, off, acc);
-        return cs_prob_sum<GT, GP>(acc, lse_r);
-    };
-
-    // Fixed positions, whose weight the top-K writes from rbuf.
-    auto fixed = [&](int lo, int hi) {
-        lo = max(lo, start);
-        hi = min(hi, end);
-        for (int n = lo + threadIdx.x; n < hi; n += NT) {
-            u32 w[(M + 3) / 4];
-            load(n, w);
-            rbuf[rbase + n] = score(n, w);
-        }
-    };
-    if ((i64)L <= (i64)S + K + W) {
-        fixed(0, L);
-    } else {
-        fixed(0, S);
-        fixed(L - W, L);
-    }
-
-    if (heavy) {
-        // Warp w filters and rescores tokens [start + w * wlen, + wlen) on its own (no
-        // block barrier) into its own segment, (row, split * NW + w), at the same offset.
-        // v >= 0 and never NaN, so the cut compares as a float (key 0: -inf, all pass).
-        const float cutf = cut_s ? cs_key_value(cut_s) : CS_NEG_INF;
-        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-        const int wlen = (int)(len / NW);  // len is a multiple of 32
-        const int ws = (int)min((i64)start + (i64)warp * wlen, (i64)end);
-        const int we = (int)min((i64)ws + wlen, (i64)end);
-        const int hs = max(ws, S), he = min(we, L - W);
-        const i64 seg = rbase + (i64)part[1] * len + (i64)warp * wlen;
-        const float* rrow = rbuf + rbase;
-        u16* wl = lists + warp * CS_RS_LIST;
-        int kept = 0, cnt = 0, win = hs;  // list entries are offsets from win
-        // Score the list (position order) into the segment, 32 * U entries at a time.
-        auto flush = [&]() {
-            for (int i0 = lane; i0 < cnt; i0 += 32 * U) {
-                int n[U];
-                u32 w[U][(M + 3) / 4];
-#pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    const int i = i0 + u * 32;
-                    n[u] = i < cnt ? win + wl[i] : -1;
-                    load(n[u], w[u]);
-                }
-#pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    if (n[u] < 0) break;
-                    const u32 key = cs_key(score(n[u], w[u]));
-                    const i64 o = seg + kept + i0 + u * 32;
-                    cand_key[o] = key;
-                    cand_pos[o] = n[u];
-                    atomicAdd(&shist[key >> (32 - CS_HIST_BITS)], 1);
-                }
-            }
-            kept += cnt;
-            cnt = 0;
-            __syncwarp();
-        };
-        // Steps of CS_RS_WARP tokens; the list is scored once it holds more than
-        // CS_RS_LIST - CS_RS_WARP entries (full lanes: ~2% of tokens pass on the bench
-        // inputs, so scoring each step's few took as long as the step).
-        // Rows of N % 4 == 0 (16-byte aligned): a float4 a lane, 4 ballots a load.
-        const bool vec = N % 4 == 0;
-        for (int c0 = vec ? hs - (hs & 3) : hs; c0 < he; c0 += CS_RS_WARP) {
-            if (cnt > CS_RS_LIST - CS_RS_WARP || c0 + CS_RS_WARP - win > 65535) {
-                flush();
-                win = c0;
-            }
-            if (vec) {
-                const unsigned lt = (1u << lane) - 1u;
-#pragma unroll
-                for (int k = 0; k < CS_RS_WARP / 128; ++k) {
-                    const int p = c0 + k * 128 + 4 * lane;
-                    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    if (p < he) t = __ldcs(reinterpret_cast<const float4*>(rrow + p));
-                    const float x[4] = {t.x, t.y, t.z, t.w};
-                    bool f[4];
-                    int below = 0, total = 0;
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        f[i] = p + i >= hs && p + i < he && x[i] >= cutf;
-                        const u32 bal = __ballot_sync(CS_FULL, f[i]);
-                        below += __popc(bal & lt);
-                        total += __popc(bal);
-                    }
-                    int o = cnt + below;
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        if (f[i]) wl[o++] = (u16)(p + i - win);
-                    }
-                    cnt += total;
-                }
-            } else {
-#pragma unroll
-                for (int k = 0; k < CS_RS_WARP / 32; ++k) {
-                    const int n = c0 + k * 32 + lane;
-                    const bool f = n < he && __ldcs(rrow + n) >= cutf;
-                    const u32 bal = __ballot_sync(CS_FULL, f);
-                    if (f) wl[cnt + __popc(bal & ((1u << lane) - 1u))] = (u16)(n - win);
-                    cnt += __popc(bal);
-                }
-            }
-            __syncwarp();
-        }
-        flush();
-        if (lane == 0) segcnt[(i64)row * seg_stride + (i64)part[1] * NW + warp] = kept;
-        __syncthreads();
-        int* grow = hist + (i64)row * CS_HIST;
-        for (int i = threadIdx.x; i < CS_HIST; i += NT) {
-            const int c = shist[i];
-            if (c) atomicAdd(grow + i, c);
-        }
-    }
+    cs_rescore_range<GT, GP, M, P, VEC, NT>(lut, lse_s, shist, lists, codes, rbuf, hist, cand_key,
+                                            cand_pos, segcnt, row, N, L, S, K, W, start, end,
+                                            len, part[1], seg_stride, cut_s, heavy);
 
     if (!cs_last_block(counters + row, (u32)part[2], scratch + 36)) return;
     if (heavy) {

@@ -159,10 +159,11 @@ def test_saved_scores_in_every_layout(group):
         assert grids[1] > grids[0]
 
 
-def _staged(sizes, filt, **params):
+def _staged(sizes, filt, fuse=True, **params):
     plan = cupysel.Selector(**sizes, **params)
     plan._core.path = "staged"
     plan._core.softmax_filter = filt
+    plan._core.fuse_rescore = fuse
     return plan
 
 
@@ -181,10 +182,10 @@ def _selected(plan, dev):
     (5, 8, 40000, [40000, 30000, 20000, 10000]),
 ])
 def test_filtered_softmax_sum_equals_saved_scores(group, subspaces, capacity, lens):
-    """The filtered softmax_sum (cs_rescore scores only the tokens above the cut) gives
-    the same bits as the pass that saves every per-head score: same scores (rotation
-    n % 8), same LSE, same r, and the filter never drops a heavy token. Both match the
-    reference."""
+    """The filtered softmax_sum (cs_rescore scores only the tokens above the cut), with
+    the rescoring in its own launch or fused into the first pass's, gives the same bits
+    as the pass that saves every per-head score: same scores (rotation n % 8), same LSE,
+    same r, and the filter never drops a heavy token. All match the reference."""
     sizes = dict(batch=len(lens), q_heads=2 * group, kv_heads=2, head_dim=64,
                  subspaces=subspaces, n_centroids=256, capacity=capacity)
     params = dict(sink=3, window=5, k=600)
@@ -192,12 +193,15 @@ def test_filtered_softmax_sum_equals_saved_scores(group, subspaces, capacity, le
     host = host_inputs(rng, **sizes, seq_lens=lens)
     dev = to_device(*host)
     filt, saved = _staged(sizes, True, **params), _staged(sizes, False, **params)
+    apart = _staged(sizes, True, fuse=False, **params)
     d = cupy_device()
     assert filt._core.geometry(d).filt and not filt._core.geometry(d).save
+    assert filt._core.kernel_set(d, *dev).fuse and not apart._core.kernel_set(d, *dev).fuse
     assert saved._core.geometry(d).save
-    a, b = _selected(filt, dev), _selected(saved, dev)
-    for x, y in zip(a, b):
+    a, b, c = _selected(filt, dev), _selected(saved, dev), _selected(apart, dev)
+    for x, y, z in zip(a, b, c):
         np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(z, y)
     ref = reference.select(*host, **params)
     sel = filt(*dev)
     errors = reference.verify(sel, ref, **params)
