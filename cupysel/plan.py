@@ -222,15 +222,9 @@ class Layout(NamedTuple):
     total: int  # S + K + W
 
 
-_layouts = {}
-
-
 def _layout(cfg, geo):
-    """Where the outputs and the workspace parts lie in their two allocations."""
-    key = (cfg, geo)
-    lay = _layouts.get(key)
-    if lay is not None:
-        return lay
+    """Where the outputs and the workspace parts lie in their two allocations (Core.layout
+    keeps it per device)."""
     rows, total, n = cfg.rows, cfg.total, cfg.capacity
     i4 = 4
     if geo.coop:
@@ -253,11 +247,8 @@ def _layout(cfg, geo):
     out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
                                  ("weights", rows * total * i4)])
     ws_offs, ws_size = _carve(zero + rest)
-    lay = _layouts[key] = Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]],
-                                 (cfg.batch, cfg.kv_heads), total)
-    if len(_layouts) > 256:
-        _layouts.pop(next(iter(_layouts)))
-    return lay
+    return Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]],
+                  (cfg.batch, cfg.kv_heads), total)
 
 
 class Buffers:

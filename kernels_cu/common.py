@@ -261,6 +261,17 @@ __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int*
     pos_cut = cs_tie_cut<NT>(at, n, T, need, last_count, scratch, found + 4);
 }
 
+// Add a block's 4096-bin shared histogram to the row's global one (after a barrier:
+// every thread's counts are in).
+template <int NT>
+__device__ __forceinline__ void cs_hist_flush(const int* shist, int* grow) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < 4096; i += NT) {
+        const int c = shist[i];
+        if (c) atomicAdd(grow + i, c);
+    }
+}
+
 // Radix level 1 of a row's 4096-bin histogram of candidate keys (more than K
 // candidates): the bin b1 with above(b1) < K <= above(b1) + hist[b1], where above(b)
 // counts candidates in bins > b, walked from the top. res[0..2] = (b1, above(b1),

@@ -230,14 +230,18 @@ __device__ __forceinline__ u32 cs_filter_cut(int b1, const float* cen, const flo
 // lut and the row's LSE in lse_s. Sink and window positions (every position of a short
 // row) are scored into rbuf; with heavy tokens, each warp filters its 1/NW of the block
 // against the cut and scores the tokens that pass into its candidate segment, and the
-// block adds their keys' top 12 bits to the row's histogram (shist zeroed before).
+// block adds their keys' top 12 bits to the row's histogram (shist zeroed before); the
+// row's last block to finish then finds radix level 1 of those keys.
 template <int GT, int GP, int M, int P, int VEC, int NT>
 __device__ __forceinline__ void cs_rescore_range(
     const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
     float* __restrict__ rbuf, int* __restrict__ hist, u32* __restrict__ cand_key,
-    int* __restrict__ cand_pos, int* __restrict__ segcnt, int row, int N, int L, int S, int K,
-    int W, int start, int end, i64 len, int split, int seg_stride, u32 cut, bool heavy) {
+    int* __restrict__ cand_pos, int* __restrict__ segcnt, u32* __restrict__ counters,
+    int4* __restrict__ rowstate, int* scratch, int* res, int row, int N, int L, int S, int K,
+    int W, int start, int end, i64 len, int split, int nsplit, int seg_stride, u32 cut,
+    bool heavy) {
     constexpr int NW = NT / 32, U = 4;
+    static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; float4 steps");
     const i64 rbase = (i64)row * N;
     float lse_r[GT];
 #pragma unroll
@@ -363,12 +367,14 @@ __device__ __forceinline__ void cs_rescore_range(
         }
         flush();
         if (lane == 0) segcnt[(i64)row * seg_stride + (i64)split * NW + warp] = kept;
-        __syncthreads();
-        int* grow = hist + (i64)row * CS_HIST;
-        for (int i = threadIdx.x; i < CS_HIST; i += NT) {
-            const int c = shist[i];
-            if (c) atomicAdd(grow + i, c);
-        }
+        cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
+    }
+
+    // The row's last block to finish: radix level 1 of the candidates' keys, and the
+    // segment length (a warp's share of a block) for cs_topk.
+    if (cs_last_block(counters + row, (u32)nsplit, scratch + 36) && heavy) {
+        cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+        if (threadIdx.x == 0) rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
     }
 }
 
@@ -548,18 +554,10 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);
         if (threadIdx.x < GT) stats[((i64)row * G + h0 + threadIdx.x) * nsc + split] = make_float2(m, t);
     }
-    if (hist_on) {
-        __syncthreads();
-        int* grow = hist + (i64)row * CS_HIST;
-        for (int i = threadIdx.x; i < CS_HIST; i += NT) {
-            const int c = shist[i];
-            if (c) atomicAdd(grow + i, c);
-        }
-    }
+    if (hist_on) cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
 
     // FUSE, every block of the row once LSE and the cut are known: its own tokens'
-    // rescoring (as cs_rescore), then the row's last block to finish that finds radix
-    // level 1 of the candidates and records the segment length for cs_topk.
+    // rescoring, as cs_rescore does it.
     auto cs_fused_rescore = [&]() {
         if constexpr (FUSE) {
             __syncthreads();
@@ -569,13 +567,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             __syncthreads();
             cs_rescore_range<GT, GP, M, P, VEC, NT>(
                 lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf, hist,
-                cand_key, cand_pos, segcnt, row, N, L, S, K, W, start, end, len, split,
-                seg_stride, cut_s, hist_on);
-            if (cs_last_block(counters + row, (u32)nsplit, scratch + 36) && hist_on) {
-                cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
-                if (threadIdx.x == 0)
-                    rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / (NT / 32)));
-            }
+                cand_key, cand_pos, segcnt, counters, rowstate, scratch, res, row, N, L, S, K,
+                W, start, end, len, split, nsplit, seg_stride, cut_s, hist_on);
         }
     };
     // FUSE: the generation of the row's barrier, read before this block arrives.
@@ -656,8 +649,6 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt, int Hkv,
     int G, int N, int C, int S, int K, int W, float scale, int B, int slots, int min_len,
     int seg_stride, int cent_per_seq) {
-    constexpr int NW = NT / 32;
-    static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; float4 steps");
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
     float* qs = lut + M * P * GP;
@@ -695,14 +686,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     if (threadIdx.x == 0) cut_s = heavy ? (u32)rowstate[row].w : 0u;
     __syncthreads();
     cs_rescore_range<GT, GP, M, P, VEC, NT>(lut, lse_s, shist, lists, codes, rbuf, hist, cand_key,
-                                            cand_pos, segcnt, row, N, L, S, K, W, start, end,
-                                            len, part[1], seg_stride, cut_s, heavy);
-
-    if (!cs_last_block(counters + row, (u32)part[2], scratch + 36)) return;
-    if (heavy) {
-        cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
-        // Segment length for cs_topk: a warp's share of a block.
-        if (threadIdx.x == 0) rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
-    }
+                                            cand_pos, segcnt, counters, rowstate, scratch, res,
+                                            row, N, L, S, K, W, start, end, len, part[1],
+                                            part[2], seg_stride, cut_s, heavy);
 }
 """
