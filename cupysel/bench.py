@@ -2,8 +2,9 @@
 
 Per shape and mode: GPU time of one selection (CUDA events around graph replays of a
 plan, so launch gaps from Python are not counted; median, p10, p90 over --repeat
-calls, rotating over enough input sets that the codes do not sit in L2), each stage's
-GPU time (events captured between the stages), host time of an eager plan call,
+calls, rotating over enough input sets that the codes do not sit in L2), the GPU time
+of each stage the plan launches (one graph per stage; the cooperative path is one
+stage, "coop"), host time of an eager plan call,
 call+sync latency of ``select()`` and of a plan, replay+sync latency of a graph,
 bytes of codes read, GB/s, and the read floor (code bytes over the device-to-device
 copy bandwidth measured in the same run). With torch importable: a plain PyTorch
@@ -250,9 +251,11 @@ def stage_times(plan, sets, stream, repeat):
 
     from .plan import STAGES
 
-    stages = STAGES if plan.config.group_reduce != "softmax_sum" else STAGES[:2]
     arrays = list(sets[0])
     dev = arrays[0].device.id
+    core = plan._core
+    prog = core.program(dev, core.kernel_set(dev, *arrays))
+    stages = [st for st in STAGES if any(s == st for s, _ in prog)]  # those it launches
     graphs = []
     for st in stages:
         cap = cupy.cuda.Stream(non_blocking=True)

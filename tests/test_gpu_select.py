@@ -282,3 +282,27 @@ def test_programmatic_dependent_launch(i):
     assert not errors, "\n".join(errors)
     for a, b in zip(*outs.values()):
         assert bool((a.view(np.int32) == b.view(np.int32)).all()), "programmatic launch differs"
+
+
+@pytest.mark.parametrize("path,mode,stages", [
+    ("auto", "max", ["coop"]),
+    ("staged", "softmax_sum", ["score", "topk"]),
+    ("staged", "mean", ["score", "topk", "weights"]),
+])
+def test_bench_times_the_stages_a_plan_launches(path, mode, stages):
+    """cupysel bench times one graph per stage the plan launches, and no empty one."""
+    import cupy
+
+    from cupysel import bench
+
+    sizes = dict(batch=1, q_heads=8, kv_heads=2, head_dim=64, subspaces=8, n_centroids=64,
+                 capacity=5000)
+    plan = cupysel.Selector(**sizes, sink=2, window=3, k=100, group_reduce=mode)
+    plan._core.path = path
+    arrays = to_device(*host_inputs(np.random.default_rng(7), **sizes, seq_lens=[4321]))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    plan(*arrays, stream=stream)
+    stream.synchronize()
+    times = bench.stage_times(plan, [arrays], stream, 3)
+    assert list(times) == stages
+    assert all(t > 0 for t in times.values())
