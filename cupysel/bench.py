@@ -40,7 +40,7 @@ SHAPES = {
                         sink=32, k=2048, window=64, ragged=True),
 }
 MODES = ("softmax_sum", "max", "mean")
-STAGES = ("score", "topk", "weights")  # as cupysel.plan.STAGES
+STAGES = ("score", "topk", "weights", "coop")  # as cupysel.plan.STAGES (a test checks)
 
 
 class NoGPU(RuntimeError):

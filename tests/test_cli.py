@@ -41,10 +41,15 @@ def test_no_gpu_is_one_clear_line():
 
 
 def test_table_and_csv_formats():
+    from cupysel.plan import STAGES
+
+    assert bench.STAGES == STAGES
     row = bench.Row("pqcache-8k", "max", "float16", gpu_us=10.0, stage_us={"score": 1.0})
+    coop = bench.Row("llama-32k", "max", "float16", gpu_us=20.0, stage_us={"coop": 19.5})
     head = {"gpu": "X", "commit": "abc"}
-    table = bench.format_table(head, [row])
+    table = bench.format_table(head, [row, coop])
     assert "pqcache-8k" in table and "10.0" in table and "gpu=X" in table
+    assert table.splitlines()[-2].endswith("1.0/-/-/-") and table.endswith("-/-/-/19.5")
     csv = bench.format_csv(head, [row]).splitlines()
     assert csv[0].startswith("shape,mode,path,gpu_us") and csv[1].startswith("pqcache-8k,max")
     assert '"header"' in bench.format_json(head, [row])
