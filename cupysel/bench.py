@@ -249,8 +249,6 @@ def stage_times(plan, sets, stream, repeat):
     """GPU time of each stage: one graph per stage, events around its replays."""
     import cupy
 
-    from .plan import STAGES
-
     arrays = list(sets[0])
     dev = arrays[0].device.id
     core = plan._core
