@@ -227,12 +227,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             }
             float r;
             if constexpr (MODE == 0) {
-                r = 0.0f;
-#pragma unroll
-                for (int j = 0; j < GT; ++j) {
-                    const float p = __expf(s[j] - lse_r[j]);
-                    r += p == p ? p : 0.0f;
-                }
+                r = cs_prob_sum<GT, GT>(s, lse_r);
             } else if constexpr (MODE == 1) {
                 r = s[0];
 #pragma unroll
@@ -329,13 +324,10 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         if constexpr (MODE == 0) {
             return cs_key_value(keys[t]) * inv_g;  // r = sum of p, kept exactly in the key
         } else {
-            float w = 0.0f;
+            float s[GT];
 #pragma unroll
-            for (int j = 0; j < GT; ++j) {
-                const float p = __expf(cs_clean(sc[(i64)t * GP + j]) - lse_s[j]);
-                w += p == p ? p : 0.0f;
-            }
-            return w * inv_g;
+            for (int j = 0; j < GT; ++j) s[j] = sc[(i64)t * GP + j];
+            return cs_prob_sum<GT, GT>(s, lse_s) * inv_g;
         }
     };
     // Fixed positions: sink and window (or every position of a short row); only the
