@@ -4,7 +4,8 @@ Grid (blocks, 1). The rows' valid tokens are cut into blocks of one length, chos
 the device from seq_lens: the shortest with which all blocks are resident at once
 (`slots`), so one wave whatever the lengths (cs_score_part). Block (row, split)
 scores tokens [split*len, ...) of one (sequence, kv head) row with the group's lookup
-table in shared memory, U tokens per thread in flight. PASS bits:
+table in shared memory, CS_U tokens a thread a step, the next step's codes in flight.
+PASS bits:
   1  softmax statistics: per-head (max, sum exp) of the block; the row's last block
      folds them, in split order, into LSE.
   2  ranking scores r into rbuf (added to / maxed with the previous head tile's when
@@ -28,7 +29,10 @@ max and mean run PASS 3. softmax_sum needs LSE before r, so it takes two passes:
 SCORE = r"""
 #define CS_HIST_BITS 12
 #define CS_HIST (1 << CS_HIST_BITS)
-#define CS_U 4
+// Tokens a thread scores a step, with the next step's codes in flight meanwhile (both
+// score kernels). 2 beat 4, 3 and 1 (v16: batch16-128k 281.7 -> 255.9 us softmax_sum,
+// 271.9 -> 256.1 max; fewer live registers at the 64-register cap).
+#define CS_U 2
 
 // Blocks of a row of l tokens cut into blocks of len (at least one, for the row's last
 // block to fold it). 32-bit: l <= N < 2^31 and len <= N rounded up to 32.
@@ -462,27 +466,39 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     int off[M];
     cs_skew_offsets<GP, M, P>(rot, off);
 
+    // The next step's codes are in flight while this one is scored (as in the
+    // cooperative kernel).
+    constexpr int MW = (M + 3) / 4;
+    auto load_tile = [&](int n0, u32 (&w)[CS_U][MW]) {
+#pragma unroll
+        for (int u = 0; u < CS_U; ++u) {
+            const int n = n0 + u * NT;
+            if (n < end) {
+                cs_load_codes<M, VEC>(crow + (i64)n * M, w[u]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < MW; ++i) w[u][i] = 0u;
+            }
+        }
+    };
+    u32 wa[CS_U][MW];
+    if constexpr (USE_LUT) load_tile(start + threadIdx.x, wa);
     for (int n0 = start + threadIdx.x; n0 < end; n0 += NT * CS_U) {
         float s[CS_U][GT];
         if constexpr (USE_LUT) {
-            u32 w[CS_U][(M + 3) / 4];
-#pragma unroll
-            for (int u = 0; u < CS_U; ++u) {
-                const int n = n0 + u * NT;
-                if (n < end) {
-                    cs_load_codes<M, VEC>(crow + (i64)n * M, w[u]);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < (M + 3) / 4; ++i) w[u][i] = 0u;
-                }
-            }
+            u32 wb[CS_U][MW];
+            load_tile(n0 + NT * CS_U, wb);
 #pragma unroll
             for (int u = 0; u < CS_U; ++u) {
                 float acc[GP];
-                cs_token_scores<GP, M, P>(lut, w[u], rot, off, acc);
+                cs_token_scores<GP, M, P>(lut, wa[u], rot, off, acc);
 #pragma unroll
                 for (int j = 0; j < GT; ++j) s[u][j] = acc[j];
             }
+#pragma unroll
+            for (int u = 0; u < CS_U; ++u)
+#pragma unroll
+                for (int i = 0; i < MW; ++i) wa[u][i] = wb[u][i];
         } else {
 #pragma unroll
             for (int u = 0; u < CS_U; ++u) {
