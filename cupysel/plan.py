@@ -238,7 +238,9 @@ def _layout(cfg, geo):
         # them resets them), so they are cleared only here.
         zero = [("counters", rows * i4), ("hist", rows * 4096 * i4),
                 ("gens", rows * 8 if geo.fuse else 8)]  # barrier generations: only grow
-        rest = [("rbuf", rows * n * i4), ("sbuf", rows * n * cfg.group * i4 if geo.save else i4),
+        # sbuf: the saved per-head scores (save), or the filter's 16-bit bounds (filt).
+        sbuf = rows * n * cfg.group * i4 if geo.save else (rows * n * 2 if geo.filt else i4)
+        rest = [("rbuf", rows * n * i4), ("sbuf", sbuf),
                 ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
                 ("stats", rows * cfg.group * geo.nsc * 2 * i4),
                 ("lse", rows * cfg.group * i4),
@@ -451,8 +453,8 @@ class Core:
         if ks.filt and not ks.fuse:
             gt = ks.tiles[0][1]
             add("score", ks.rescore(gt), (geo.score_grid,), (kc.NT_SCORE,), ks.rescore_smem(gt),
-                [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "lse"),
-                 (P, "hist"), (P, "counters"), (P, "rowstate"), (P, "cand_key"),
+                [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
+                 (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate"), (P, "cand_key"),
                  (P, "cand_pos"), (P, "segcnt")] + dims + [(I, cfg.n_centroids)] + sk +
                 [(F, cfg.scale), (I, cfg.batch), (I, geo.slots), (I, MIN_SPLIT),
                  (I, geo.nsc * RESCORE_WARPS), per_seq])

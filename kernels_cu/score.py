@@ -18,7 +18,8 @@ max and mean run PASS 3. softmax_sum needs LSE before r, so it takes two passes:
     row's last block turns the bin of the K-th largest v and the heads' spread of
     c_j - LSE_j into a cut on v that no top-K token lies below; cs_rescore then scores
     only the tokens above the cut (about K + a few hundred a row) and hands them to the
-    top-K as its candidate list. PASS 7 (fused, where every block is resident at once:
+    top-K as its candidate list (the first pass keeps v in sbuf as 16 bits rounded up,
+    cs_bound16: half the bytes written and read again). PASS 7 (fused, where every block is resident at once:
     a cooperative launch) does both in one launch: after the row's last block has
     published LSE and the cut, each block rescores its own tokens (cs_rescore_range)
     with the table it still holds, past a row barrier in global memory;
@@ -228,6 +229,14 @@ __device__ __forceinline__ u32 cs_filter_cut(int b1, const float* cen, const flo
     return ok ? cs_key(cut) : 0u;
 }
 
+// softmax_sum's filter bound v (>= 0, never NaN) kept in 16 bits for the rescoring, its
+// float bits rounded up (+inf stays +inf): v <= cs_bound16_value(cs_bound16(v)), so a
+// token whose v reaches the cut still passes. Half the bytes of a float each way.
+__device__ __forceinline__ u16 cs_bound16(float v) {
+    return (u16)((__float_as_uint(v) + 0xffffu) >> 16);
+}
+__device__ __forceinline__ float cs_bound16_value(u32 h) { return __uint_as_float(h << 16); }
+
 #define CS_RS_WARP 512  // tokens a warp filters in one step
 #define CS_RS_LIST 768  // list entries a warp keeps (16-bit offsets)
 // One block's part of the rescoring: tokens [start, end) of a row, with the table in
@@ -239,7 +248,8 @@ __device__ __forceinline__ u32 cs_filter_cut(int b1, const float* cen, const flo
 template <int GT, int GP, int M, int P, int VEC, int NT>
 __device__ __forceinline__ void cs_rescore_range(
     const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
-    float* __restrict__ rbuf, int* __restrict__ hist, u32* __restrict__ cand_key,
+    float* __restrict__ rbuf, const u16* __restrict__ vbuf, int* __restrict__ hist,
+    u32* __restrict__ cand_key,
     int* __restrict__ cand_pos, int* __restrict__ segcnt, u32* __restrict__ counters,
     int4* __restrict__ rowstate, int* scratch, int* res, int row, int N, int L, int S, int K,
     int W, int start, int end, i64 len, int split, int nsplit, int seg_stride, u32 cut,
@@ -287,7 +297,8 @@ __device__ __forceinline__ void cs_rescore_range(
     if (heavy) {
         // Warp w filters and rescores tokens [start + w * wlen, + wlen) on its own (no
         // block barrier) into its own segment, (row, split * NW + w), at the same offset.
-        // v >= 0 and never NaN, so the cut compares as a float (key 0: -inf, all pass).
+        // v >= 0 and never NaN, so the cut compares as a float (key 0: -inf, all pass);
+        // vbuf holds it rounded up (cs_bound16), so no token at or above the cut is lost.
         const float cutf = cut ? cs_key_value(cut) : CS_NEG_INF;
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         const int wlen = (int)(len / NW);  // len is a multiple of 32
@@ -295,7 +306,7 @@ __device__ __forceinline__ void cs_rescore_range(
         const int we = (int)min((i64)ws + wlen, (i64)end);
         const int hs = max(ws, S), he = min(we, L - W);
         const i64 seg = rbase + (i64)split * len + (i64)warp * wlen;
-        const float* rrow = rbuf + rbase;
+        const u16* vrow = vbuf + rbase;
         u16* wl = lists + warp * CS_RS_LIST;
         int kept = 0, cnt = 0, win = hs;  // list entries are offsets from win
         // Score the list (position order) into the segment, 32 * U entries at a time.
@@ -326,7 +337,7 @@ __device__ __forceinline__ void cs_rescore_range(
         // Steps of CS_RS_WARP tokens; the list is scored once it holds more than
         // CS_RS_LIST - CS_RS_WARP entries (full lanes: ~2% of tokens pass on the bench
         // inputs, so scoring each step's few took as long as the step).
-        // Rows of N % 4 == 0 (16-byte aligned): a float4 a lane, 4 ballots a load.
+        // Rows of N % 4 == 0 (8-byte aligned): 4 bounds a lane, 4 ballots a load.
         const bool vec = N % 4 == 0;
         for (int c0 = vec ? hs - (hs & 3) : hs; c0 < he; c0 += CS_RS_WARP) {
             if (cnt > CS_RS_LIST - CS_RS_WARP || c0 + CS_RS_WARP - win > 65535) {
@@ -338,9 +349,10 @@ __device__ __forceinline__ void cs_rescore_range(
 #pragma unroll
                 for (int k = 0; k < CS_RS_WARP / 128; ++k) {
                     const int p = c0 + k * 128 + 4 * lane;
-                    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    if (p < he) t = __ldcs(reinterpret_cast<const float4*>(rrow + p));
-                    const float x[4] = {t.x, t.y, t.z, t.w};
+                    uint2 t = make_uint2(0u, 0u);
+                    if (p < he) t = __ldcs(reinterpret_cast<const uint2*>(vrow + p));
+                    const float x[4] = {cs_bound16_value(t.x & 0xffffu), cs_bound16_value(t.x >> 16),
+                                        cs_bound16_value(t.y & 0xffffu), cs_bound16_value(t.y >> 16)};
                     bool f[4];
                     int below = 0, total = 0;
 #pragma unroll
@@ -361,7 +373,7 @@ __device__ __forceinline__ void cs_rescore_range(
 #pragma unroll
                 for (int k = 0; k < CS_RS_WARP / 32; ++k) {
                     const int n = c0 + k * 32 + lane;
-                    const bool f = n < he && __ldcs(rrow + n) >= cutf;
+                    const bool f = n < he && cs_bound16_value(__ldcs(vrow + n)) >= cutf;
                     const u32 bal = __ballot_sync(CS_FULL, f);
                     if (f) wl[cnt + __popc(bal & ((1u << lane) - 1u))] = (u16)(n - win);
                     cnt += __popc(bal);
@@ -557,7 +569,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
                     r = MODE == 1 ? fmaxf(prev, r) : prev + r;
                 }
                 if (MODE == 2 && last_tile) r *= inv_g;
-                rbuf[rbase + n] = r;
+                if constexpr (FILT) reinterpret_cast<u16*>(sbuf)[rbase + n] = cs_bound16(r);
+                else rbuf[rbase + n] = r;
                 if (hist_on && n >= cand_lo && n < cand_hi)
                     atomicAdd(&shist[cs_key(r) >> (32 - CS_HIST_BITS)], 1);
             }
@@ -582,7 +595,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             }
             __syncthreads();
             cs_rescore_range<GT, GP, M, P, VEC, NT>(
-                lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf, hist,
+                lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf,
+                reinterpret_cast<const u16*>(sbuf), hist,
                 cand_key, cand_pos, segcnt, counters, rowstate, scratch, res, row, N, L, S, K,
                 W, start, end, len, split, nsplit, seg_stride, cut_s, hist_on);
         }
@@ -660,8 +674,9 @@ template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT
           int MINB>
 __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
-    const void* __restrict__ seq_lens, float* __restrict__ rbuf, const float* __restrict__ lse,
-    int* __restrict__ hist, u32* __restrict__ counters, int4* __restrict__ rowstate,
+    const void* __restrict__ seq_lens, float* __restrict__ rbuf, const u16* __restrict__ vbuf,
+    const float* __restrict__ lse, int* __restrict__ hist, u32* __restrict__ counters,
+    int4* __restrict__ rowstate,
     u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt, int Hkv,
     int G, int N, int C, int S, int K, int W, float scale, int B, int slots, int min_len,
     int seg_stride, int cent_per_seq) {
@@ -701,9 +716,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     if (threadIdx.x < GT) lse_s[threadIdx.x] = lse[(i64)row * G + threadIdx.x];
     if (threadIdx.x == 0) cut_s = heavy ? (u32)rowstate[row].w : 0u;
     __syncthreads();
-    cs_rescore_range<GT, GP, M, P, VEC, NT>(lut, lse_s, shist, lists, codes, rbuf, hist, cand_key,
-                                            cand_pos, segcnt, counters, rowstate, scratch, res,
-                                            row, N, L, S, K, W, start, end, len, part[1],
-                                            part[2], seg_stride, cut_s, heavy);
+    cs_rescore_range<GT, GP, M, P, VEC, NT>(lut, lse_s, shist, lists, codes, rbuf, vbuf, hist,
+                                            cand_key, cand_pos, segcnt, counters, rowstate,
+                                            scratch, res, row, N, L, S, K, W, start, end, len,
+                                            part[1], part[2], seg_stride, cut_s, heavy);
 }
 """
