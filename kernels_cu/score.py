@@ -18,11 +18,12 @@ max and mean run PASS 3. softmax_sum needs LSE before r, so it takes two passes:
     row's last block turns the bin of the K-th largest v and the heads' spread of
     c_j - LSE_j into a cut on v that no top-K token lies below; cs_rescore then scores
     only the tokens above the cut (about K + a few hundred a row) and hands them to the
-    top-K as its candidate list (the first pass keeps v in sbuf as 16 bits rounded up,
-    cs_bound16: half the bytes written and read again). PASS 7 (fused, where every block is resident at once:
-    a cooperative launch) does both in one launch: after the row's last block has
-    published LSE and the cut, each block rescores its own tokens (cs_rescore_range)
-    with the table it still holds, past a row barrier in global memory;
+    top-K as its candidate list. The first pass keeps v for it in sbuf, 16 bits rounded
+    up (cs_bound16): half the bytes of a float written and read again. PASS 7 (fused,
+    where every block is resident at once: a cooperative launch) does both in one
+    launch: after the row's last block has published LSE and the cut, each block
+    rescores its own tokens (cs_rescore_range) with the table it still holds, past a
+    row barrier in global memory;
   - PASS 1 then PASS 2, each over every token. SAVE: 1 = PASS 1 also stores the
     per-head scores in sbuf; 2 = PASS 2 reads them back instead of the codes.
 """
@@ -249,8 +250,8 @@ template <int GT, int GP, int M, int P, int VEC, int NT>
 __device__ __forceinline__ void cs_rescore_range(
     const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
     float* __restrict__ rbuf, const u16* __restrict__ vbuf, int* __restrict__ hist,
-    u32* __restrict__ cand_key,
-    int* __restrict__ cand_pos, int* __restrict__ segcnt, u32* __restrict__ counters,
+    u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
+    u32* __restrict__ counters,
     int4* __restrict__ rowstate, int* scratch, int* res, int row, int N, int L, int S, int K,
     int W, int start, int end, i64 len, int split, int nsplit, int seg_stride, u32 cut,
     bool heavy) {
@@ -351,8 +352,9 @@ __device__ __forceinline__ void cs_rescore_range(
                     const int p = c0 + k * 128 + 4 * lane;
                     uint2 t = make_uint2(0u, 0u);
                     if (p < he) t = __ldcs(reinterpret_cast<const uint2*>(vrow + p));
-                    const float x[4] = {cs_bound16_value(t.x & 0xffffu), cs_bound16_value(t.x >> 16),
-                                        cs_bound16_value(t.y & 0xffffu), cs_bound16_value(t.y >> 16)};
+                    const float x[4] = {
+                        cs_bound16_value(t.x & 0xffffu), cs_bound16_value(t.x >> 16),
+                        cs_bound16_value(t.y & 0xffffu), cs_bound16_value(t.y >> 16)};
                     bool f[4];
                     int below = 0, total = 0;
 #pragma unroll
@@ -596,9 +598,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             __syncthreads();
             cs_rescore_range<GT, GP, M, P, VEC, NT>(
                 lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf,
-                reinterpret_cast<const u16*>(sbuf), hist,
-                cand_key, cand_pos, segcnt, counters, rowstate, scratch, res, row, N, L, S, K,
-                W, start, end, len, split, nsplit, seg_stride, cut_s, hist_on);
+                reinterpret_cast<const u16*>(sbuf), hist, cand_key, cand_pos, segcnt, counters,
+                rowstate, scratch, res, row, N, L, S, K, W, start, end, len, split, nsplit,
+                seg_stride, cut_s, hist_on);
         }
     };
     // FUSE: the generation of the row's barrier, read before this block arrives.
@@ -676,10 +678,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
     const void* __restrict__ seq_lens, float* __restrict__ rbuf, const u16* __restrict__ vbuf,
     const float* __restrict__ lse, int* __restrict__ hist, u32* __restrict__ counters,
-    int4* __restrict__ rowstate,
-    u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt, int Hkv,
-    int G, int N, int C, int S, int K, int W, float scale, int B, int slots, int min_len,
-    int seg_stride, int cent_per_seq) {
+    int4* __restrict__ rowstate, u32* __restrict__ cand_key, int* __restrict__ cand_pos,
+    int* __restrict__ segcnt, int Hkv, int G, int N, int C, int S, int K, int W, float scale,
+    int B, int slots, int min_len, int seg_stride, int cent_per_seq) {
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
     float* qs = lut + M * P * GP;

@@ -231,6 +231,39 @@ def test_filter_under_spread_heads(head_scales):
     assert not errors, "\n".join(errors)
 
 
+def test_bound16_rounds_up():
+    """softmax_sum's filter keeps v in 16 bits for the rescoring (cs_bound16). The stored
+    value must never be below v, or a token at the cut would be dropped: rounded up, at
+    most 2^-7 relative above, exact where v's low 16 bits are zero, order kept."""
+    import cupy
+    import kernels_cu
+
+    probe = r"""
+extern "C" __global__ void bound16_probe(const float* v, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = cs_bound16_value(cs_bound16(v[i]));
+}
+"""
+    mod = cupy.RawModule(code=kernels_cu.SOURCE + probe, options=("-std=c++17",))
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 0x7F800000, 200000, dtype=np.uint32)  # every finite v >= 0
+    edges = np.array([0.0, 1.0, 2.0 ** -149, 2.0 ** -126, 3.0e38,
+                      np.finfo(np.float32).max, np.inf], np.float32)
+    v = np.concatenate([bits.view(np.float32), edges, (bits & 0xFFFF0000).view(np.float32)])
+    out = cupy.full(v.size, np.nan, np.float32)
+    dv = cupy.asarray(v)
+    mod.get_function("bound16_probe")(((v.size + 255) // 256,), (256,), (dv, out, np.int32(v.size)))
+    got = out.get()
+    assert not np.isnan(got).any()
+    assert (got >= v).all()
+    exact = (v.view(np.uint32) & 0xFFFF) == 0
+    np.testing.assert_array_equal(got[exact], v[exact])
+    normal = (v >= np.finfo(np.float32).tiny) & (got < np.inf)
+    assert (got[normal] <= v[normal] * (1 + 2.0 ** -7)).all()
+    order = np.argsort(v, kind="stable")
+    assert (np.diff(got[order]) >= 0).all()
+
+
 def test_filter_keeps_few_tokens():
     """On the benchmark's kind of input (Llama's group, M = 16, C = 256) the cut leaves
     little more than K candidates a row (about 1.1-1.5 K in a NumPy model of the bound):
