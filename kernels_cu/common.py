@@ -354,6 +354,23 @@ __device__ __forceinline__ void cs_load_codes(const u8* __restrict__ p, u32 (&w)
     }
 }
 
+// One step of a score loop: the codes of tokens t0 + u * NT, u < U, of a row at crow
+// (zero words from lim on). Both score kernels load step t + 1 while scoring step t.
+template <int M, int VEC, int U, int NT>
+__device__ __forceinline__ void cs_load_step(const u8* __restrict__ crow, int t0, int lim,
+                                             u32 (&w)[U][(M + 3) / 4]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int t = t0 + u * NT;
+        if (t < lim) {
+            cs_load_codes<M, VEC>(crow + (i64)t * M, w[u]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < (M + 3) / 4; ++i) w[u][i] = 0u;
+        }
+    }
+}
+
 // Lookup table of one group's head tile in shared memory: entry (m, c, j) holds
 //   dot(scale * q[h0 + j, m*DS:(m+1)*DS], cent[m, c, :])
 // for c < C and j < GT; zero elsewhere, so a code >= C reads a zero entry or (C a power

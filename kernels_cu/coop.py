@@ -119,18 +119,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     // ---------------- score ----------------
     constexpr int MW = (M + 3) / 4;
     const u8* crow = codes + ((i64)row * N + start) * M;
-    auto load_tile = [&](int t0, u32 (&w)[CS_U][MW]) {
-#pragma unroll
-        for (int u = 0; u < CS_U; ++u) {
-            const int t = t0 + u * NT;
-            if (t < nloc) {
-                cs_load_codes<M, VEC>(crow + (i64)t * M, w[u]);
-            } else {
-#pragma unroll
-                for (int i = 0; i < MW; ++i) w[u][i] = 0u;
-            }
-        }
-    };
     if (nloc > 0) {
         const i64 q_off = ((i64)b * Hkv * G + (i64)g * G) * D;
         const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
@@ -148,10 +136,10 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     // (Loading the first tile before the table build, to overlap it, queued those loads
     // ahead of the table's and made the build slower.)
     u32 wa[CS_U][MW];
-    load_tile(threadIdx.x, wa);
+    cs_load_step<M, VEC, CS_U, NT>(crow, threadIdx.x, nloc, wa);
     for (int t0 = threadIdx.x; t0 < nloc; t0 += NT * CS_U) {
         u32 wb[CS_U][MW];
-        load_tile(t0 + NT * CS_U, wb);  // the next tile in flight while this one is scored
+        cs_load_step<M, VEC, CS_U, NT>(crow, t0 + NT * CS_U, nloc, wb);  // in flight while t0 is scored
 #pragma unroll
         for (int u = 0; u < CS_U; ++u) {
             const int t = t0 + u * NT;

@@ -483,25 +483,13 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     // The next step's codes are in flight while this one is scored (as in the
     // cooperative kernel).
     constexpr int MW = (M + 3) / 4;
-    auto load_tile = [&](int n0, u32 (&w)[CS_U][MW]) {
-#pragma unroll
-        for (int u = 0; u < CS_U; ++u) {
-            const int n = n0 + u * NT;
-            if (n < end) {
-                cs_load_codes<M, VEC>(crow + (i64)n * M, w[u]);
-            } else {
-#pragma unroll
-                for (int i = 0; i < MW; ++i) w[u][i] = 0u;
-            }
-        }
-    };
     u32 wa[CS_U][MW];
-    if constexpr (USE_LUT) load_tile(start + threadIdx.x, wa);
+    if constexpr (USE_LUT) cs_load_step<M, VEC, CS_U, NT>(crow, start + threadIdx.x, end, wa);
     for (int n0 = start + threadIdx.x; n0 < end; n0 += NT * CS_U) {
         float s[CS_U][GT];
         if constexpr (USE_LUT) {
             u32 wb[CS_U][MW];
-            load_tile(n0 + NT * CS_U, wb);
+            cs_load_step<M, VEC, CS_U, NT>(crow, n0 + NT * CS_U, end, wb);
 #pragma unroll
             for (int u = 0; u < CS_U; ++u) {
                 float acc[GP];
