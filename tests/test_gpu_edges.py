@@ -259,9 +259,9 @@ extern "C" __global__ void bound16_probe(const float* v, float* out, int n) {
     exact = (v.view(np.uint32) & 0xFFFF) == 0
     np.testing.assert_array_equal(got[exact], v[exact])
     normal = (v >= np.finfo(np.float32).tiny) & (got < np.inf)
-    assert (got[normal] <= v[normal] * (1 + 2.0 ** -7)).all()
-    order = np.argsort(v, kind="stable")
-    assert (np.diff(got[order]) >= 0).all()
+    assert (got[normal] <= v[normal].astype(np.float64) * (1 + 2.0 ** -7)).all()
+    ranked = got[np.argsort(v, kind="stable")]
+    assert (ranked[1:] >= ranked[:-1]).all()  # (inf - inf is NaN: no np.diff)
 
 
 def test_filter_keeps_few_tokens():
