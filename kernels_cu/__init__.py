@@ -56,7 +56,8 @@ def pow2_at_least(c):
 
 def table_smem(subspaces, n_centroids, sub_dim, gt):
     """Bytes of a head tile's lookup table and its q slice in shared memory."""
-    return (subspaces * pow2_at_least(n_centroids) * padded_heads(gt) + gt * subspaces * sub_dim) * 4
+    table = subspaces * pow2_at_least(n_centroids) * padded_heads(gt)
+    return (table + gt * subspaces * sub_dim) * 4
 
 
 def rescore_smem(subspaces, n_centroids, sub_dim, gt):
@@ -186,8 +187,8 @@ def specializations():
 
     The benchmark shapes in every mode and dtype (as plans build them: wide centroid
     loads, softmax_sum filtered; the saved-score path too), plus each code-load width
-    (M = 1, 2, 3, 4, 8, 16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7, 8), the skewed
-    and plain table layouts, head tiling (a table too big for one tile), scalar
+    (M = 1, 2, 3, 4, 8, 16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7,
+    8), the skewed and plain table layouts, head tiling (a table too big for one tile), scalar
     centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
     all of them for sm_80 and sm_90.
     """

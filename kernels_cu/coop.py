@@ -139,7 +139,8 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     cs_load_step<M, VEC, CS_U, NT>(crow, threadIdx.x, nloc, wa);
     for (int t0 = threadIdx.x; t0 < nloc; t0 += NT * CS_U) {
         u32 wb[CS_U][MW];
-        cs_load_step<M, VEC, CS_U, NT>(crow, t0 + NT * CS_U, nloc, wb);  // in flight while t0 is scored
+        // The next step in flight while this one is scored.
+        cs_load_step<M, VEC, CS_U, NT>(crow, t0 + NT * CS_U, nloc, wb);
 #pragma unroll
         for (int u = 0; u < CS_U; ++u) {
             const int t = t0 + u * NT;

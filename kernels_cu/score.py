@@ -251,12 +251,11 @@ __device__ __forceinline__ void cs_rescore_range(
     const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
     float* __restrict__ rbuf, const u16* __restrict__ vbuf, int* __restrict__ hist,
     u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
-    u32* __restrict__ counters,
-    int4* __restrict__ rowstate, int* scratch, int* res, int row, int N, int L, int S, int K,
-    int W, int start, int end, i64 len, int split, int nsplit, int seg_stride, u32 cut,
-    bool heavy) {
+    u32* __restrict__ counters, int4* __restrict__ rowstate, int* scratch, int* res, int row,
+    int N, int L, int S, int K, int W, int start, int end, i64 len, int split, int nsplit,
+    int seg_stride, u32 cut, bool heavy) {
     constexpr int NW = NT / 32, U = 4;
-    static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; float4 steps");
+    static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; 4 bounds a lane");
     const i64 rbase = (i64)row * N;
     float lse_r[GT];
 #pragma unroll
