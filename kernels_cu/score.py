@@ -244,8 +244,9 @@ __device__ __forceinline__ float cs_bound16_value(u32 h) { return __uint_as_floa
 // lut and the row's LSE in lse_s. Sink and window positions (every position of a short
 // row) are scored into rbuf; with heavy tokens, each warp filters its 1/NW of the block
 // against the cut and scores the tokens that pass into its candidate segment, and the
-// block adds their keys' top 12 bits to the row's histogram (shist zeroed before); the
-// row's last block to finish then finds radix level 1 of those keys.
+// block adds their keys' top 12 bits to the row's histogram (shist, cleared here first:
+// the caller's shared memory may hold the first pass's); the row's last block to finish
+// then finds radix level 1 of those keys.
 template <int GT, int GP, int M, int P, int VEC, int NT>
 __device__ __forceinline__ void cs_rescore_range(
     const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
@@ -261,6 +262,10 @@ __device__ __forceinline__ void cs_rescore_range(
 #pragma unroll
     for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
     const u8* crow = codes + rbase * M;
+    if (heavy) {
+        for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
+    }
+    __syncthreads();
     auto load = [&](int n, u32 (&w)[(M + 3) / 4]) {
         if (n >= 0) {
             cs_load_codes<M, VEC>(crow + (i64)n * M, w);
@@ -579,10 +584,6 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     auto cs_fused_rescore = [&]() {
         if constexpr (FUSE) {
             __syncthreads();
-            if (hist_on) {
-                for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
-            }
-            __syncthreads();
             cs_rescore_range<GT, GP, M, P, VEC, NT>(
                 lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf,
                 reinterpret_cast<const u16*>(sbuf), hist, cand_key, cand_pos, segcnt, counters,
@@ -696,9 +697,6 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
         const i64 q_off = ((i64)b * Hkv * G + (i64)g * G) * (M * DS);
         const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
         cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale);
-    }
-    if (heavy) {
-        for (int i = threadIdx.x; i < CS_HIST; i += NT) shist[i] = 0;
     }
     cs_pdl_wait();
     if (threadIdx.x < GT) lse_s[threadIdx.x] = lse[(i64)row * G + threadIdx.x];
