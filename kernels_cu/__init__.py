@@ -47,6 +47,11 @@ def padded_heads(gt):
     return gt if gt <= 2 else -(-gt // 4) * 4
 
 
+def table_planes(gt, subspaces):
+    """Whether a head tile's lookup table is kept in planes (CsLayout::PLANES, common.py)."""
+    return 3 <= gt <= 7 and gt != 4 and subspaces % 16 == 0
+
+
 def pow2_at_least(c):
     p = 1
     while p < c:
@@ -188,7 +193,7 @@ def specializations():
     The benchmark shapes in every mode and dtype (as plans build them: wide centroid
     loads, softmax_sum filtered; the saved-score path too), plus each code-load width
     (M = 1, 2, 3, 4, 8, 16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7,
-    8), the skewed and plain table layouts, head tiling (a table too big for one tile), scalar
+    8), the skewed, planes and plain table layouts, head tiling (a table too big for one tile), scalar
     centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
     all of them for sm_80 and sm_90.
     """
@@ -213,6 +218,10 @@ def specializations():
         (32, 17, 2, 8, "float16", "float32", "int32", "mean", False, False, False, True),
         (16, 1, 16, 4, "float16", "float16", "int32", "max", False, True, False, True),
         (64, 128, 4, 1, "float32", "float32", "int32", "softmax_sum", True, False, True, False),
+        # planes: G = 3 (q in registers), 5 (saved scores), 6 (M = 32, entry by entry)
+        (16, 256, 8, 3, "float16", "float16", "int32", "softmax_sum", True, True, "filt", False),
+        (16, 256, 8, 5, "float32", "float16", "int32", "softmax_sum", True, True, True, False),
+        (32, 200, 4, 6, "bfloat16", "float32", "int64", "max", True, False, False, False),
     ]
     for m, c, ds, g, qd, cd, ld, mode, vec, cvec, save, bitonic in extra:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
@@ -231,6 +240,8 @@ def specializations():
         (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False),
         (8, 2, 8, 5, "float32", "float32", "int32", "mean", True, False),
         (32, 17, 2, 8, "float16", "float32", "int32", "softmax_sum", False, False),
+        (16, 256, 8, 3, "float16", "float16", "int32", "mean", True, True),
+        (32, 100, 4, 6, "float16", "float16", "int32", "softmax_sum", True, False),
     ]
     for m, c, ds, g, qd, cd, ld, mode, vec, cvec in coop:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),

@@ -377,18 +377,40 @@ __device__ __forceinline__ void cs_load_step(const u8* __restrict__ crow, int t0
 // of two) wraps inside the table: never outside it.
 //
 // Layout. GP heads are stored per (m, c) as GP/4 float4 (or GP floats when GP < 4).
-// SKEW (GP % 4 == 0, M % 8 == 0): float4 v of (m, c) lives at
+// SKEW (GP % 4 == 0, M % 8 == 0, not PLANES): float4 v of (m, c) lives at
 //   ((m / 8 * V + v) * P + c) * 8 + m % 8          (V = GP / 4, in float4 units)
 // so sub-space m always sits in the 16-byte bank group m % 8. Token n walks its
 // sub-spaces starting at n % 8 (see cs_token_scores); the 8 threads of a quarter-warp
 // hold 8 consecutive tokens, so they read 8 different bank groups: no bank conflict,
-// whatever the codes. Without SKEW: (m * P + c) * GP + j.
-template <int GP, int M, int P>
+// whatever the codes. Without SKEW or PLANES: (m * P + c) * GP + j.
+// PLANES (3 <= GT <= 7, GT != 4, M % 16 == 0): heads padded to a float4 would read
+// GP / GT of the bytes the heads hold (Qwen's 7 heads: 8 of 7), and the score loop is
+// bound by shared-memory wavefronts (perf-notes v16, v18). So heads 0-3 (GT > 4) sit in
+// a float4 plane, the next two (GT % 4 >= 2) in a float2 plane, and the last (GT odd)
+// in a float plane stored twice; in bytes, with m16 = m / 16 and mm = m % 16:
+//   float4 plane   (m16 * P + c) * 256 + mm * 16
+//   float2 plane   B2 + (m16 * P + c) * 128 + mm * 8
+//   float plane    B1 + (m16 * P + c) * 128 + mm * 8 + copy * 4
+// Token n walks m = (i + n % 16) % M and reads copy n / 16 % 2. A warp's 32 consecutive
+// tokens then read 8 bank groups a quarter-warp (float4), 16 bank pairs a half-warp
+// (float2) and 32 banks (float): GT wavefronts a warp and sub-space, the floor.
+template <int GT, int GP, int M, int P>
 struct CsLayout {
-    static constexpr bool SKEW = GP % 4 == 0 && M % 8 == 0;
+    static constexpr bool PLANES = GT >= 3 && GT <= 7 && GT != 4 && M % 16 == 0;
+    static constexpr bool SKEW = !PLANES && GP % 4 == 0 && M % 8 == 0;
     static constexpr int V = GP / 4;
+    static constexpr int A4 = GT / 4;            // PLANES: a float4 plane (heads 0-3)
+    static constexpr int H2 = (GT % 4) / 2;      // PLANES: a float2 plane
+    static constexpr int H1 = GT % 2;            // PLANES: a float plane, two copies
+    static constexpr int B2 = A4 * M * P * 16;   // PLANES: byte offsets of the planes
+    static constexpr int B1 = B2 + H2 * M * P * 8;
+    static_assert(!PLANES || B1 + H1 * M * P * 8 <= M * P * GP * 4, "planes fit the table");
     __device__ static __forceinline__ int f4(int m, int c, int v) {  // float4 index
         return ((m >> 3) * V + v) * P * 8 + c * 8 + (m & 7);
+    }
+    // PLANES: byte offset of (m, c) in the float2 / float plane (half the float4's).
+    __device__ static __forceinline__ int pl(int m, int c) {
+        return ((m >> 4) * P + c) * 128 + (m & 15) * 8;
     }
 };
 
@@ -433,9 +455,18 @@ __device__ __forceinline__ void cs_cent8_unpack(const CsRaw8<CT>& r, float (&cv)
 
 template <int GT, int GP, int M, int P>
 __device__ __forceinline__ void cs_store_entry(float* lut, int m, int c, const float (&acc)[GP]) {
-    typedef CsLayout<GP, M, P> LY;
+    typedef CsLayout<GT, GP, M, P> LY;
     const int e = m * P + c;
-    if constexpr (LY::SKEW) {
+    if constexpr (LY::PLANES) {
+        char* lb = reinterpret_cast<char*>(lut);
+        const int u = LY::pl(m, c);
+        if constexpr (LY::A4)
+            *reinterpret_cast<float4*>(lb + 2 * u) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        if constexpr (LY::H2)
+            *reinterpret_cast<float2*>(lb + LY::B2 + u) = make_float2(acc[4 * LY::A4], acc[4 * LY::A4 + 1]);
+        if constexpr (LY::H1)
+            *reinterpret_cast<float2*>(lb + LY::B1 + u) = make_float2(acc[GT - 1], acc[GT - 1]);
+    } else if constexpr (LY::SKEW) {
         float4* l4 = reinterpret_cast<float4*>(lut);
 #pragma unroll
         for (int v = 0; v < GP / 4; ++v)
@@ -468,19 +499,28 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         // for 64 KB) and its stores conflict-free:
         //   skewed layout: lane l takes m = 8 mg + l % 8, c = cb + l / 8 + 4 k, so a
         //     quarter-warp stores 8 sub-spaces of one c, one per bank group;
+        //   planes: lane l takes m = 16 mg + l % 16, c = cb + l / 16 + 2 k, so a
+        //     half-warp stores 16 sub-spaces of one c (lanes walking c of one m would
+        //     store to one bank), with up to 64 q values in registers (read at each use,
+        //     16 sub-spaces DS floats apart conflict 4-way: ncu counted more shared
+        //     wavefronts on Qwen's score kernel than its lookups saved);
         //   plain layout: lane l takes c = cb + l + 32 k of a warp-wide m.
-        typedef CsLayout<GP, M, P> LY;
+        typedef CsLayout<GT, GP, M, P> LY;
         constexpr bool SK = LY::SKEW && P % (4 * PER) == 0;
-        constexpr bool CONTIG = (SK || P % (32 * PER) == 0) && GT * DS <= 32;
+        constexpr bool PK = LY::PLANES && P % (2 * PER) == 0;
+        constexpr bool CONTIG = (SK || PK || P % (32 * PER) == 0) &&
+                                (GT * DS <= 32 || (PK && GT * DS <= 64));
+        constexpr bool MAP = CONTIG || PK;  // entries by (cm, cc) rather than e = t + k NT
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-        int cm = 0, cc = 0;  // CONTIG: this thread's m, and c of its entry k = cc + k * cstep
+        int cm = 0, cc = 0;  // MAP: this thread's m, and c of its entry k = cc + k * cstep
         bool cvalid = false;
-        constexpr int cstep = SK ? 4 : 32;
-        if constexpr (SK) {
-            const int mg = warp / (P / (4 * PER));
-            cm = 8 * mg + (lane & 7);
-            cc = (warp % (P / (4 * PER))) * 4 * PER + (lane >> 3);
-            cvalid = mg < M / 8;
+        constexpr int ML = SK ? 8 : 16;  // SK / PK: lanes across m
+        constexpr int cstep = SK || PK ? 32 / ML : 32;
+        if constexpr (SK || PK) {
+            const int mg = warp / (P / (cstep * PER));
+            cm = ML * mg + (lane & (ML - 1));
+            cc = (warp % (P / (cstep * PER))) * cstep * PER + (lane >> (ML == 8 ? 3 : 4));
+            cvalid = mg < M / ML;
         } else {
             const int e0 = warp * PER * 32;
             cm = e0 / P;
@@ -500,7 +540,7 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         for (int k = 0; k < PER; ++k) {
             int m, c;
             bool ok;
-            if constexpr (CONTIG) {
+            if constexpr (MAP) {
                 m = cm; c = cc + k * cstep; ok = cvalid;
             } else {
                 const int e = threadIdx.x + k * NT;
@@ -520,13 +560,27 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         }
         __syncthreads();
         cs_mark(prof, 10);
-        if constexpr (CONTIG) {
-            float qr[GT][DS];
-            if (cvalid) {
+        if constexpr (MAP) {
+            // CONTIG: the q slice of sub-space cm in registers; else (PK) read at each use.
+            float qr[CONTIG ? GT : 1][CONTIG ? DS : 1];
+            if constexpr (CONTIG && PK && DS % 4 == 0) {
+                if (cvalid) {  // 16-byte loads: 2-way conflicts, a quarter of the wavefronts
 #pragma unroll
-                for (int j = 0; j < GT; ++j)
+                    for (int j = 0; j < GT; ++j)
 #pragma unroll
-                    for (int d = 0; d < DS; ++d) qr[j][d] = qs[(j * M + cm) * DS + d];
+                        for (int d = 0; d < DS; d += 4) {
+                            const float4 t = *reinterpret_cast<const float4*>(qs + (j * M + cm) * DS + d);
+                            qr[j][d] = t.x; qr[j][(d + 1) % DS] = t.y;
+                            qr[j][(d + 2) % DS] = t.z; qr[j][(d + 3) % DS] = t.w;
+                        }
+                }
+            } else if constexpr (CONTIG) {
+                if (cvalid) {
+#pragma unroll
+                    for (int j = 0; j < GT; ++j)
+#pragma unroll
+                        for (int d = 0; d < DS; ++d) qr[j][d] = qs[(j * M + cm) * DS + d];
+                }
             }
 #pragma unroll
             for (int k = 0; k < PER; ++k) {
@@ -543,8 +597,12 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
 #pragma unroll
                             for (int i = 0; i < 8; ++i)
 #pragma unroll
-                                for (int j = 0; j < GT; ++j)
-                                    acc[j] = fmaf(qr[j][h * 8 + i], cv[i], acc[j]);
+                                for (int j = 0; j < GT; ++j) {
+                                    float qj;
+                                    if constexpr (CONTIG) qj = qr[j][h * 8 + i];
+                                    else qj = qs[(j * M + cm) * DS + h * 8 + i];
+                                    acc[j] = fmaf(qj, cv[i], acc[j]);
+                                }
                         }
                     }
                     cs_store_entry<GT, GP, M, P>(lut, cm, c, acc);
@@ -579,7 +637,10 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         for (int i = threadIdx.x; i < GT * M * DS; i += NT) qs[i] = cs_load<QT>(q, q_off + i) * scale;
         __syncthreads();
         for (int e = threadIdx.x; e < M * P; e += NT) {
-            const int m = e / P, c = e % P;
+            // Planes: lanes across m % 16, so that a warp's stores hit distinct banks.
+            const bool pl = CsLayout<GT, GP, M, P>::PLANES;
+            const int m = pl ? 16 * ((e >> 4) / P) + (e & 15) : e / P;
+            const int c = pl ? (e >> 4) % P : e % P;
             float acc[GP];
 #pragma unroll
             for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
@@ -612,50 +673,94 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
 }
 
 // Entry (m, c, j) of the lookup table in either layout (see CsLayout).
-template <int GP, int M, int P>
+template <int GT, int GP, int M, int P>
 __device__ __forceinline__ float cs_lut_entry(const float* lut, int m, int c, int j) {
-    typedef CsLayout<GP, M, P> LY;
+    typedef CsLayout<GT, GP, M, P> LY;
+    if constexpr (LY::PLANES) {
+        const int u = LY::pl(m, c) / 4;  // in floats
+        if (j < 4 * LY::A4) return lut[2 * u + j];
+        if (j < 4 * LY::A4 + 2 * LY::H2) return lut[LY::B2 / 4 + u + j - 4 * LY::A4];
+        return lut[LY::B1 / 4 + u];
+    }
     if constexpr (LY::SKEW) return lut[LY::f4(m, c, j >> 2) * 4 + (j & 3)];
     else return lut[(m * P + c) * GP + j];
 }
 
-// Rotate a token's code bytes so that byte i becomes byte (i + r) % M (0 <= r < 8).
-template <int M>
+// Rotate a token's code bytes so that byte i becomes byte (i + r) % M (0 <= r < 8, or
+// r < 16 with R16 and M % 16 == 0).
+template <int M, bool R16 = false>
 __device__ __forceinline__ void cs_rotate_codes(u32 (&w)[(M + 3) / 4], int r) {
     constexpr int MW = M / 4;
     u32 t[MW];
     const bool word = (r & 4) != 0;
 #pragma unroll
     for (int i = 0; i < MW; ++i) t[i] = word ? w[(i + 1) % MW] : w[i];
+    if constexpr (R16) {
+        const bool two = (r & 8) != 0;
+        u32 t2[MW];
+#pragma unroll
+        for (int i = 0; i < MW; ++i) t2[i] = two ? t[(i + 2) % MW] : t[i];
+#pragma unroll
+        for (int i = 0; i < MW; ++i) t[i] = t2[i];
+    }
     const u32 sh = 8u * (u32)(r & 3);
 #pragma unroll
     for (int i = 0; i < MW; ++i) w[i] = __funnelshift_r(t[i], t[(i + 1) % MW], sh);
 }
 
-// Per-thread bank offsets of the skewed walk for rotation r: off[i] is the float4
-// index of (m = (i + r) % M, c = 0, v = 0).
-template <int GP, int M, int P>
-__device__ __forceinline__ void cs_skew_offsets(int r, int (&off)[M]) {
+// A token's phase, all that its walk depends on: n % 8 (SKEW), n % 32 (PLANES: the walk
+// starts at n % 16, copy n / 16 % 2). Masked here so SKEW keeps one 3-bit value live.
+template <int GT, int GP, int M, int P>
+__device__ __forceinline__ int cs_phase(int n) {
+    return n & (CsLayout<GT, GP, M, P>::PLANES ? 31 : 7);
+}
+
+// Per-thread offsets of the skewed walk of a token of phase ph = cs_phase(n): off[i] is,
+// for m = (i + r) % M, the float4 index of (m, c = 0, v = 0) (SKEW, r = ph % 8) or the
+// byte offset LY::pl(m, 0) (PLANES, r = ph % 16).
+template <int GT, int GP, int M, int P>
+__device__ __forceinline__ void cs_skew_offsets(int ph, int (&off)[M]) {
+    typedef CsLayout<GT, GP, M, P> LY;
+    const int r = ph & (LY::PLANES ? 15 : 7);
 #pragma unroll
     for (int i = 0; i < M; ++i) {
         int m = i + r;
         if (m >= M) m -= M;
-        off[i] = CsLayout<GP, M, P>::f4(m, 0, 0);
+        off[i] = LY::PLANES ? LY::pl(m, 0) : LY::f4(m, 0, 0);
     }
 }
 
-// Scores of one token for the GT heads of the tile: acc[j] = sum_m lut[m, code_m, j].
-// With SKEW the sum runs over m = (r + i) % M, i = 0..M-1, r = n % 8 for token n, in
-// every kernel, so a token's scores are the same bits wherever they are computed; off
-// comes from cs_skew_offsets(r). Without SKEW, m = 0..M-1 (r and off unused).
-template <int GP, int M, int P>
-__device__ __forceinline__ void cs_token_scores(const float* lut, u32 (&w)[(M + 3) / 4], int r,
+// Scores of one token of phase ph = cs_phase(n) for the GT heads of the tile: acc[j] =
+// sum_m lut[m, code_m, j]. With SKEW (PLANES) the sum runs over m = (r + i) % M, i =
+// 0..M-1, r = n % 8 (n % 16) in every kernel, so a token's scores are the same bits
+// wherever they are computed; off comes from cs_skew_offsets(ph). Otherwise m = 0..M-1
+// (ph and off unused).
+template <int GT, int GP, int M, int P>
+__device__ __forceinline__ void cs_token_scores(const float* lut, u32 (&w)[(M + 3) / 4], int ph,
                                                 const int (&off)[M], float (&acc)[GP]) {
-    typedef CsLayout<GP, M, P> LY;
+    typedef CsLayout<GT, GP, M, P> LY;
 #pragma unroll
     for (int j = 0; j < GP; ++j) acc[j] = 0.0f;
-    if constexpr (LY::SKEW) {
-        cs_rotate_codes<M>(w, r);
+    if constexpr (LY::PLANES) {
+        cs_rotate_codes<M, true>(w, ph & 15);
+        const char* lb = reinterpret_cast<const char*>(lut);
+        const int copy4 = (ph & 16) >> 2;  // the float plane's copy: bank 2 * (m % 16) + copy
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+            const int c = (int)((w[i >> 2] >> (8 * (i & 3))) & (u32)(P - 1));
+            const int u = off[i] + c * 128;
+            if constexpr (LY::A4) {
+                const float4 t = *reinterpret_cast<const float4*>(lb + 2 * u);
+                acc[0] += t.x; acc[1] += t.y; acc[2] += t.z; acc[3] += t.w;
+            }
+            if constexpr (LY::H2) {
+                const float2 t = *reinterpret_cast<const float2*>(lb + LY::B2 + u);
+                acc[4 * LY::A4] += t.x; acc[4 * LY::A4 + 1] += t.y;
+            }
+            if constexpr (LY::H1) acc[GT - 1] += *reinterpret_cast<const float*>(lb + LY::B1 + u + copy4);
+        }
+    } else if constexpr (LY::SKEW) {
+        cs_rotate_codes<M>(w, ph & 7);
         const float4* l4 = reinterpret_cast<const float4*>(lut);
 #pragma unroll
         for (int i = 0; i < M; ++i) {

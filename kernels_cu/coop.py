@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     const int L = cs_seq_len<LT>(seq_lens, b, N);
     const int KT = S + K + W;
     const bool do_sel = K > 0 && (i64)L > (i64)KT;
-    const int start = rank * chunk;  // a multiple of 32: token t has t % 8 == tid % 8
+    const int start = rank * chunk;  // a multiple of 32: token t has t % 32 == tid % 32
     const int nloc = max(0, min(start + chunk, L) - start);
     const i64 obase = (i64)row * KT;
     const float inv_g = 1.0f / (float)G;
@@ -130,9 +130,9 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     float mx[GT], sm[GT];
 #pragma unroll
     for (int j = 0; j < GT; ++j) { mx[j] = -CS_FLT_MAX; sm[j] = 0.0f; }
-    const int rot = threadIdx.x & 7;
+    const int rot = cs_phase<GT, GP, M, P>(threadIdx.x);  // start: a multiple of 32
     int off[M];
-    cs_skew_offsets<GP, M, P>(rot, off);
+    cs_skew_offsets<GT, GP, M, P>(rot, off);
     // (Loading the first tile before the table build, to overlap it, queued those loads
     // ahead of the table's and made the build slower.)
     u32 wa[CS_U][MW];
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             const int t = t0 + u * NT;
             if (t >= nloc) break;
             float acc[GP];
-            cs_token_scores<GP, M, P>(lut, wa[u], rot, off, acc);
+            cs_token_scores<GT, GP, M, P>(lut, wa[u], rot, off, acc);
             if constexpr (GP % 4 == 0) {
 #pragma unroll
                 for (int v = 0; v < GP / 4; ++v)

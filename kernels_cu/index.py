@@ -77,9 +77,9 @@ __global__ void __launch_bounds__(NT) cs_weights(
             float wsum = 0.0f;
             if (n >= 0) {
                 int off[M];
-                cs_skew_offsets<GP, M, P>(n & 7, off);
+                cs_skew_offsets<GT, GP, M, P>(cs_phase<GT, GP, M, P>(n), off);
                 float acc[GP];
-                cs_token_scores<GP, M, P>(lut, w[u], n & 7, off, acc);
+                cs_token_scores<GT, GP, M, P>(lut, w[u], cs_phase<GT, GP, M, P>(n), off, acc);
                 wsum = cs_prob_sum<GT, GP>(acc, lse_r);
             }
             if (!first_tile) wsum += out_w[obase + j];

@@ -117,6 +117,67 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
     }
 }
 
+// PLANES: one plane's part of cs_lut_centres, sub-spaces 16 mh .. 16 mh + 15: the HP
+// heads j0.. whose entry (m, c) is at base + (mh * P + c) * rb + (m % 16) * eb. Thread t
+// reads entry f = t, t + NT, ... (c = f / 16, m % 16 = t % 16: a warp reads 2 whole rows,
+// no bank conflict); lanes of equal m merge by butterfly, then the warps in order.
+// scr: 2 * NW * 64 floats.
+template <int HP, int P, int NT>
+__device__ __forceinline__ void cs_centres_plane(const char* base, int rb, int eb, int mh, int C,
+                                                 float log_c, float* scr, int j0, int gt,
+                                                 float& acc) {
+    constexpr int NW = NT / 32;
+    static_assert(NT % 16 == 0, "a thread keeps one m % 16");
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float* smx = scr;            // [NW][16][4]
+    float* ssm = scr + NW * 64;  // [NW][16][4]
+    float mx[HP], sm[HP];
+#pragma unroll
+    for (int i = 0; i < HP; ++i) { mx[i] = -CS_FLT_MAX; sm[i] = 0.0f; }
+    for (int f = threadIdx.x; f < 16 * P; f += NT) {
+        if ((f >> 4) < C) {
+            const char* e = base + (mh * P + (f >> 4)) * rb + (f & 15) * eb;
+            float v[HP];
+            if constexpr (HP == 4) {
+                const float4 t = *reinterpret_cast<const float4*>(e);
+                v[0] = t.x; v[1 % HP] = t.y; v[2 % HP] = t.z; v[3 % HP] = t.w;
+            } else if constexpr (HP == 2) {
+                const float2 t = *reinterpret_cast<const float2*>(e);
+                v[0] = t.x; v[1 % HP] = t.y;
+            } else {
+                v[0] = *reinterpret_cast<const float*>(e);
+            }
+#pragma unroll
+            for (int i = 0; i < HP; ++i) cs_stat_push(mx[i], sm[i], v[i]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < HP; ++i) {
+        const float om = __shfl_xor_sync(CS_FULL, mx[i], 16);
+        const float os = __shfl_xor_sync(CS_FULL, sm[i], 16);
+        cs_stat_merge(mx[i], sm[i], om, os);
+    }
+    if (lane < 16) {
+#pragma unroll
+        for (int i = 0; i < HP; ++i) {
+            smx[(warp * 16 + lane) * 4 + i] = mx[i];
+            ssm[(warp * 16 + lane) * 4 + i] = sm[i];
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < 16 * HP) {  // (m % 16, head i): merge the warps in order
+        const int k = (threadIdx.x / HP) * 4 + threadIdx.x % HP;
+        float a = -CS_FLT_MAX, b = 0.0f;
+        for (int w = 0; w < NW; ++w) cs_stat_merge(a, b, smx[w * 64 + k], ssm[w * 64 + k]);
+        smx[k] = a + logf(b) - log_c;  // warp 0's slot of this thread's own column
+    }
+    __syncthreads();
+    if ((int)threadIdx.x >= j0 && (int)threadIdx.x < min(j0 + HP, gt)) {
+        for (int mm = 0; mm < 16; ++mm) acc += smx[mm * 4 + threadIdx.x - j0];
+    }
+    __syncthreads();
+}
+
 // softmax_sum's filter. Per-head centre c_j = sum_m log(mean_{c<C} exp(lut[m, c, j])),
 // log E[exp s_j] for independent uniform codes (non-finite: 0). A token's v =
 // sum_j exp(s_j - c_j), and with u_j = c_j - LSE_j its r = sum_j exp(s_j - c_j) exp(u_j)
@@ -126,15 +187,24 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
 // contiguous 8 * P float4), thread t reading float4 t, t + NT, ..., so a quarter-warp
 // reads 8 bank groups (lanes walking c of one (m, j) hit one bank: 32-way conflicts,
 // measured +20 us on batch16-32k's first pass); lanes of equal m merge by butterfly,
-// then the warps in order. scr: 2 * 32 * NT / 32 floats of scratch.
+// then the warps in order. PLANES: cs_centres_plane, plane by plane. scr: 2 * NT floats of
+// scratch (PLANES: 4 * NT).
 template <int GT, int GP, int M, int P, int NT>
 __device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) {
     constexpr int NW = NT / 32;
-    typedef CsLayout<GP, M, P> LY;
+    typedef CsLayout<GT, GP, M, P> LY;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float log_c = logf((float)C);
     float acc = 0.0f;  // thread j < GT: sum over m, in m order
-    if constexpr (LY::SKEW) {
+    if constexpr (LY::PLANES) {
+        const char* lb = reinterpret_cast<const char*>(lut);
+        for (int mh = 0; mh < M / 16; ++mh) {
+            if constexpr (LY::A4) cs_centres_plane<4, P, NT>(lb, 256, 16, mh, C, log_c, scr, 0, GT, acc);
+            if constexpr (LY::H2)
+                cs_centres_plane<2, P, NT>(lb + LY::B2, 128, 8, mh, C, log_c, scr, 4 * LY::A4, GT, acc);
+            if constexpr (LY::H1) cs_centres_plane<1, P, NT>(lb + LY::B1, 128, 8, mh, C, log_c, scr, GT - 1, GT, acc);
+        }
+    } else if constexpr (LY::SKEW) {
         static_assert(NT % 8 == 0, "a thread keeps one m % 8");
         const float4* l4 = reinterpret_cast<const float4*>(lut);
         float* smx = scr;            // [NW][8][4]
@@ -186,7 +256,7 @@ __device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) 
             float p = 0.0f;
             for (int m = warp; m < M; m += NW) {
                 float mx = -CS_FLT_MAX, sm = 0.0f;
-                for (int c = lane; c < C; c += 32) cs_stat_push(mx, sm, cs_lut_entry<GP, M, P>(lut, m, c, j));
+                for (int c = lane; c < C; c += 32) cs_stat_push(mx, sm, cs_lut_entry<GT, GP, M, P>(lut, m, c, j));
 #pragma unroll
                 for (int o = 16; o > 0; o >>= 1) {
                     const float om = __shfl_xor_sync(CS_FULL, mx, o), os = __shfl_xor_sync(CS_FULL, sm, o);
@@ -276,9 +346,9 @@ __device__ __forceinline__ void cs_rescore_range(
     };
     auto score = [&](int n, u32 (&w)[(M + 3) / 4]) -> float {
         int off[M];
-        cs_skew_offsets<GP, M, P>(n & 7, off);
+        cs_skew_offsets<GT, GP, M, P>(cs_phase<GT, GP, M, P>(n), off);
         float acc[GP];
-        cs_token_scores<GP, M, P>(lut, w, n & 7, off, acc);
+        cs_token_scores<GT, GP, M, P>(lut, w, cs_phase<GT, GP, M, P>(n), off, acc);
         return cs_prob_sum<GT, GP>(acc, lse_r);
     };
 
@@ -480,9 +550,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     constexpr bool PLANES = GT % 4 != 0;
     float* sbase = sbuf + rbase * GT;
     const float inv_g = 1.0f / (float)G;
-    const int rot = threadIdx.x & 7;
+    const int rot = cs_phase<GT, GP, M, P>(threadIdx.x);  // start: a multiple of 32
     int off[M];
-    cs_skew_offsets<GP, M, P>(rot, off);
+    cs_skew_offsets<GT, GP, M, P>(rot, off);
 
     // The next step's codes are in flight while this one is scored (as in the
     // cooperative kernel).
@@ -497,7 +567,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
 #pragma unroll
             for (int u = 0; u < CS_U; ++u) {
                 float acc[GP];
-                cs_token_scores<GP, M, P>(lut, wa[u], rot, off, acc);
+                cs_token_scores<GT, GP, M, P>(lut, wa[u], rot, off, acc);
 #pragma unroll
                 for (int j = 0; j < GT; ++j) s[u][j] = acc[j];
             }

@@ -36,6 +36,9 @@ def test_specializations_cover_the_paths():
     assert {ks.bitonic for ks in SETS} == {True, False}
     assert any(len(ks.tiles) > 1 for ks in SETS), "a head-tiled set"
     assert {ks.coop for ks in SETS} == {True, False}
+    planes = {(gt, ks.coop) for ks in SETS for _, gt in ks.tiles
+              if kernels_cu.table_planes(gt, ks.subspaces)}
+    assert {3, 5, 6, 7} <= {gt for gt, _ in planes} and {True, False} <= {c for _, c in planes}
     for prefix in ("cs_score<", "cs_topk<", "cs_weights<", "cs_coop<"):
         assert any(n.startswith(prefix) for n in names)
 

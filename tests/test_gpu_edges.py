@@ -208,6 +208,47 @@ def test_filtered_softmax_sum_equals_saved_scores(group, subspaces, capacity, le
     assert not errors, "\n".join(errors)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("group,subspaces,n_centroids,head_dim", [
+    (3, 16, 256, 128),   # a float2 and a float plane
+    (5, 16, 256, 128),   # float4 and float
+    (6, 32, 200, 128),   # two tiles of 3 heads (float2 and float), two sub-space halves
+    (7, 16, 256, 128),   # Qwen's group: all three planes
+    (7, 32, 77, 64),     # C < P: zero entries, a float plane per half
+])
+def test_table_planes(group, subspaces, n_centroids, head_dim, mode):
+    """Groups of 3, 5, 6 or 7 heads with M % 16 == 0 keep their lookup table in planes
+    (heads 0-3 as float4, the next two as float2, an odd last head as a float stored
+    twice) and walk a token's sub-spaces from n % 16. Every path matches the reference
+    on ragged rows (tokens of every phase), and for softmax_sum the filtered pass (fused
+    or with its own rescoring launch) and the saved-score pass give the same bits."""
+    import kernels_cu
+
+    assert kernels_cu.table_planes(group, subspaces)
+    sizes = dict(batch=3, q_heads=2 * group, kv_heads=2, head_dim=head_dim,
+                 subspaces=subspaces, n_centroids=n_centroids, capacity=6000)
+    params = dict(sink=3, window=5, k=300, group_reduce=mode)
+    rng = np.random.default_rng(7 * group + subspaces + len(mode))
+    host = host_inputs(rng, **sizes, seq_lens=[6000, 3333, 77])
+    dev = to_device(*host)
+    ref = reference.select(*host, **params)
+    checks = {"auto": cupysel.Selector(**sizes, **params), "staged": _staged(sizes, True, **params)}
+    paired = mode == "softmax_sum" and checks["staged"]._core.geometry(cupy_device()).filt
+    if paired:  # one head tile (G = 6, M = 32 takes two tiles of 3 heads: no filter)
+        checks["apart"] = _staged(sizes, True, fuse=False, **params)
+        checks["saved"] = _staged(sizes, False, **params)
+        assert checks["saved"]._core.geometry(cupy_device()).save
+    got = {}
+    for name, plan in checks.items():
+        got[name] = _selected(plan, dev)
+        errors = reference.verify(plan(*dev), ref, sink=3, window=5, k=300)
+        assert not errors, name + ":\n" + "\n".join(errors)
+    if paired:
+        for name in ("apart", "saved"):
+            for x, y in zip(got["staged"], got[name]):
+                np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize("head_scales", [
     [1.0, 3.0, 0.3, 8.0],      # LSEs far apart: a looser cut, more tokens rescored
     [1.0, 1.0, 1.0, 400.0],    # one head dominates (spread past the cut's range: no filter)
