@@ -514,12 +514,12 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         int cm = 0, cc = 0;  // MAP: this thread's m, and c of its entry k = cc + k * cstep
         bool cvalid = false;
-        constexpr int ML = SK ? 8 : 16;  // SK / PK: lanes across m
+        constexpr int MLB = SK ? 3 : 4, ML = 1 << MLB;  // SK / PK: ML lanes across m
         constexpr int cstep = SK || PK ? 32 / ML : 32;
         if constexpr (SK || PK) {
             const int mg = warp / (P / (cstep * PER));
             cm = ML * mg + (lane & (ML - 1));
-            cc = (warp % (P / (cstep * PER))) * cstep * PER + (lane >> (ML == 8 ? 3 : 4));
+            cc = (warp % (P / (cstep * PER))) * cstep * PER + (lane >> MLB);
             cvalid = mg < M / ML;
         } else {
             const int e0 = warp * PER * 32;
@@ -570,8 +570,7 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
 #pragma unroll
                         for (int d = 0; d < DS; d += 4) {
                             const float4 t = *reinterpret_cast<const float4*>(qs + (j * M + cm) * DS + d);
-                            qr[j][d] = t.x; qr[j][(d + 1) % DS] = t.y;
-                            qr[j][(d + 2) % DS] = t.z; qr[j][(d + 3) % DS] = t.w;
+                            qr[j][d] = t.x; qr[j][d + 1] = t.y; qr[j][d + 2] = t.z; qr[j][d + 3] = t.w;
                         }
                 }
             } else if constexpr (CONTIG) {
@@ -638,7 +637,7 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         __syncthreads();
         for (int e = threadIdx.x; e < M * P; e += NT) {
             // Planes: lanes across m % 16, so that a warp's stores hit distinct banks.
-            const bool pl = CsLayout<GT, GP, M, P>::PLANES;
+            constexpr bool pl = CsLayout<GT, GP, M, P>::PLANES;
             const int m = pl ? 16 * ((e >> 4) / P) + (e & 15) : e / P;
             const int c = pl ? (e >> 4) % P : e % P;
             float acc[GP];

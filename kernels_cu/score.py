@@ -140,10 +140,10 @@ __device__ __forceinline__ void cs_centres_plane(const char* base, int rb, int e
             float v[HP];
             if constexpr (HP == 4) {
                 const float4 t = *reinterpret_cast<const float4*>(e);
-                v[0] = t.x; v[1 % HP] = t.y; v[2 % HP] = t.z; v[3 % HP] = t.w;
+                v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
             } else if constexpr (HP == 2) {
                 const float2 t = *reinterpret_cast<const float2*>(e);
-                v[0] = t.x; v[1 % HP] = t.y;
+                v[0] = t.x; v[1] = t.y;
             } else {
                 v[0] = *reinterpret_cast<const float*>(e);
             }
@@ -197,6 +197,7 @@ __device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) 
     const float log_c = logf((float)C);
     float acc = 0.0f;  // thread j < GT: sum over m, in m order
     if constexpr (LY::PLANES) {
+        static_assert(4 * NT <= CS_HIST, "cs_centres_plane's scratch fits the histogram's");
         const char* lb = reinterpret_cast<const char*>(lut);
         for (int mh = 0; mh < M / 16; ++mh) {
             if constexpr (LY::A4) cs_centres_plane<4, P, NT>(lb, 256, 16, mh, C, log_c, scr, 0, GT, acc);
