@@ -256,11 +256,22 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         const int ng = nb / 64;
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < CL * ng; i += NT) {
-            const int r = i / ng, gi = i % ng;
-            const int v = __ldcg(xpeer(r) + CS_X_GROUP + par * 64 + gi);
-            call[r * 64 + gi] = v;
-            if (v) atomicAdd(&tot[gi], v);
+        // The peers' counts: every load in flight before the first is used (one L2
+        // round trip, not one a loop step).
+        constexpr int XB = (CS_COOP_MAX_CL * 64 + NT - 1) / NT;
+        int xv[XB];
+#pragma unroll
+        for (int u = 0; u < XB; ++u) {
+            const int i = u * NT + threadIdx.x;
+            xv[u] = i < CL * ng ? __ldcg(xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng) : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < XB; ++u) {
+            const int i = u * NT + threadIdx.x;
+            if (i < CL * ng) {
+                call[(i / ng) * 64 + i % ng] = xv[u];
+                if (xv[u]) atomicAdd(&tot[i % ng], xv[u]);
+            }
         }
         __syncthreads();
         if (warp == 0) cs_find64(tot, need, found);
@@ -268,10 +279,18 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         const int gsel = found[0], gabove = found[1];
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < CL * 64; i += NT) {
-            const int v = __ldcg(xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63));
-            hg[i] = v;
-            if (v) atomicAdd(&tot[i & 63], v);
+#pragma unroll
+        for (int u = 0; u < XB; ++u) {
+            const int i = u * NT + threadIdx.x;
+            xv[u] = i < CL * 64 ? __ldcg(xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63)) : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < XB; ++u) {
+            const int i = u * NT + threadIdx.x;
+            if (i < CL * 64) {
+                hg[i] = xv[u];
+                if (xv[u]) atomicAdd(&tot[i & 63], xv[u]);
+            }
         }
         __syncthreads();
         if (warp == 0) cs_find64(tot, need - gabove, found + 2);
@@ -396,12 +415,25 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             int total;
             int o = run + cs_block_exscan<NT>(ni, total, scratch);
 #pragma unroll
-            for (int i = 0; i < IT; ++i)
-                if (f[i]) __stcg(grow + o++, ((u64)k[i] << 32) | (u64)(u32)(start + tb + i));
+            for (int i = 0; i < IT; ++i) {
+                cs_stcg_if(f[i], grow + o, ((u64)k[i] << 32) | (u64)(u32)(start + tb + i));
+                o += f[i];
+            }
             run += total;
         }
         barrier();  // B3: the row's bin list is complete
-        for (int i = threadIdx.x; i < nb1; i += NT) gl[i] = __ldcg(grow + i);
+        constexpr int GB = (CS_COOP_GATHER_CAP + NT - 1) / NT;
+        u64 gv[GB];  // every load in flight before the first store
+#pragma unroll
+        for (int u = 0; u < GB; ++u) {
+            const int i = u * NT + threadIdx.x;
+            gv[u] = i < nb1 ? __ldcg(grow + i) : 0ull;
+        }
+#pragma unroll
+        for (int u = 0; u < GB; ++u) {
+            const int i = u * NT + threadIdx.x;
+            if (i < nb1) gl[i] = gv[u];
+        }
         __syncthreads();
         cs_mark(prof, 6);
         cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot, scratch,
@@ -460,6 +492,11 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     cs_mark(prof, 7);
 
     // ---------------- index: merge-free heavy output ----------------
+    // A step's heavy tokens go (local index, in position order) to obuf, then out in
+    // one coalesced pass that computes each one's weight once, with no per-element
+    // branch (see cs_st_if).
+    int* obuf = hist;  // 4096 ints, free once the threshold is known
+    static_assert(NT * IT <= 4096, "a step's heavy tokens fit obuf");
     const bool count_eq = take_eq != 0x7fffffff;  // uniform: the crowded-bin branch
     int run = heavy_before, eq_run = 0;
     for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
@@ -487,16 +524,19 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             nf += f[i];
         }
         int total;
-        int o = run + cs_block_exscan<NT>(nf, total, scratch);
+        int o = cs_block_exscan<NT>(nf, total, scratch);
 #pragma unroll
         for (int i = 0; i < IT; ++i) {
-            if (f[i]) {
-                const int t = tb + i;
-                out_idx[obase + o] = start + t;
-                out_w[obase + o] = weight(t);
-                ++o;
-            }
+            cs_sts_if(f[i], obuf + o, tb + i);
+            o += f[i];
         }
+        __syncthreads();
+        for (int j = threadIdx.x; j < total; j += NT) {
+            const int t = obuf[j];
+            out_idx[obase + run + j] = start + t;
+            out_w[obase + run + j] = weight(t);
+        }
+        __syncthreads();  // obuf is written again by the next step
         run += total;
         eq_run += etotal;
     }
