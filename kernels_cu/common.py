@@ -248,9 +248,10 @@ __device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
 // order; among those whose key has the top 12 bits b1, find the need-th largest key T
 // (radix levels on bits 19..8 and 7..0 over the shared counts h (4096) and their 64-bin
 // group sums tot (64), each bin found by one warp: no block scan) and the tie cut: a
-// key equal to T is taken iff its position <= pos_cut (the need-th equal key in
-// position order; INT_MAX when every equal key is taken). found: 6 ints.
-template <int NT, typename AT>
+// key equal to T is taken iff its position <= pos_cut (INT_MAX or any position past
+// the last equal key when every equal key is taken). found: 7 ints. FEW: a warp sorts
+// the top-24-bit group when it holds at most 32 keys (see below).
+template <int NT, bool FEW, typename AT>
 __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int* scratch,
                           int* found, u32& T, int& pos_cut) {
     u32 prefix = b1;
@@ -281,6 +282,46 @@ __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int*
         last_count = h[bin];
         prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)bin;
         __syncthreads();
+        if (FEW && level == 0 && last_count <= 32) {
+            // At most a warp of keys share the top 24 bits (on the bench's scores almost
+            // always 1-3): one warp sorts them, (key, -position) descending, and its
+            // need-th entry is the answer, instead of a second radix level and a tie cut
+            // (v20: -0.1 to -0.5 us a call on the cooperative shapes, -0.3 to -0.5 us in
+            // the staged list finish). Not in the max / mean top-K kernel: with it there,
+            // that kernel's stage took +2.7 us on batch16-128k.
+            u64* few = reinterpret_cast<u64*>(h);
+            if (threadIdx.x == 0) found[6] = 0;
+            __syncthreads();
+            for (int i = threadIdx.x; i < n; i += NT) {
+                const u64 e = at(i);
+                if ((u32)(e >> 40) == prefix)
+                    few[atomicAdd(&found[6], 1)] = (e & 0xffffffff00000000ull) | (u64)(~(u32)e);
+            }
+            __syncthreads();
+            if (threadIdx.x < 32) {
+                const int lane = threadIdx.x;
+                u64 v = lane < last_count ? few[lane] : 0ull;  // a real entry is > 0
+                int npow = 1;
+                while (npow < last_count) npow <<= 1;
+                // Bitonic network over lanes [0, npow); the last merge sorts descending.
+                for (int kk = 2; kk <= npow; kk <<= 1) {
+                    for (int jj = kk >> 1; jj > 0; jj >>= 1) {
+                        const u64 o = __shfl_xor_sync(CS_FULL, v, jj);
+                        const bool desc = (lane & kk) == 0, low = (lane & jj) == 0;
+                        v = (low == desc) ? (v > o ? v : o) : (v < o ? v : o);
+                    }
+                }
+                if (lane == need - 1) {
+                    found[0] = (int)(u32)(v >> 32);
+                    found[1] = (int)~(u32)v;
+                }
+            }
+            __syncthreads();
+            T = (u32)found[0];
+            pos_cut = found[1];
+            __syncthreads();
+            return;
+        }
     }
     T = prefix;
     pos_cut = cs_tie_cut<NT>(at, n, T, need, last_count, scratch, found + 4);

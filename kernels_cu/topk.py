@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(NT) cs_topk(
         pos_cut = (int)(~(u32)e);
         __syncthreads();
     } else {
-        cs_finish<NT>(at, flat, b1, need1, h, tot, scratch, found, T, pos_cut);
+        cs_finish<NT, LIST != 0>(at, flat, b1, need1, h, tot, scratch, found, T, pos_cut);
     }
 
     // ---- merge-free heavy output: the flat list is in position order, so a prefix
