@@ -61,9 +61,10 @@ __device__ __forceinline__ void cs_pdl_wait() {
 
 // A store made only where p holds, as one predicated instruction. Written as `if (p)`,
 // the compiler branches around each element's stores, and a warp whose lanes disagree
-// waits for an instruction fetch where they meet again: ncu put 25-31% of the
-// cooperative kernel's stall samples there ("no instruction", at the reconvergence
-// points of such per-element stores). "memory": never moved across other accesses.
+// waits for an instruction fetch where they meet again: 25-31% of the cooperative
+// kernel's ncu stall samples were "no instruction", most of them at such points (after
+// per-element stores, or after a warp-0 step). "memory": never moved across other
+// accesses.
 __device__ __forceinline__ void cs_st_if(bool p, u32* a, u32 v) {
     asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %0, 0;\n\t@q st.global.b32 [%1], %2;\n\t}"
                  :: "r"((int)p), "l"(a), "r"(v) : "memory");
