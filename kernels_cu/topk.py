@@ -3,7 +3,8 @@
 Grid (nsplit, B*Hkv) of TSPLIT_LEN-token splits. Every block compacts, in position
 order, the candidates of its split whose key is in the row's bin b1 or above into its
 own segment of the candidate buffer (a segment has room for a whole split, so it
-cannot overflow). That is about K + |b1| tokens a row. The row's last block then finds
+cannot overflow), found by one float compare a token and kept as r's float bits: the
+finish takes their keys. That is about K + |b1| tokens a row. The row's last block then finds
 the need-th largest key of bin b1 (ties to the smaller position), working on the
 segments as one flat list:
   - BITONIC and at most CS_BITONIC_CAP keys in the bin: a bitonic sort in shared
@@ -119,16 +120,23 @@ __global__ void __launch_bounds__(NT) cs_topk(
         // registers, spilling, it was slower than before).
         constexpr int RG = 4;
         static_assert(NT * IT < (1 << 16) && RG * 16 <= 64 && RG * IT <= 32, "packed round counts");
+        // A token is a candidate iff its key >= b1 << 20, i.e. (NaN ranking as -inf, -0 as
+        // +0) iff r >= thr, the float of that key. Where that key is at or below -inf's
+        // (b1 <= 7: thr would be a NaN pattern), every token is one. The candidates keep
+        // r's float bits; the finish takes their keys. So a token costs a compare, not a
+        // key transform (v21).
+        const float thr = cs_key_value(b1 << 20);
+        const bool all = (b1 << 20) <= cs_key(CS_NEG_INF);
         int kept = 0;
         for (i64 g = lo; g < hi; g += NT * IT * RG) {
             const int g0 = (int)g, lim = hi - g0;  // positions g0 + rel, rel < lim: no overflow
-            u32 keys[RG][IT];
+            float vals[RG][IT];
 #pragma unroll
             for (int r = 0; r < RG; ++r) {
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
                     const int rel = r * NT * IT + threadIdx.x * IT + i;
-                    keys[r][i] = rel < lim ? cs_key(rbuf[rbase + g0 + rel]) : 0u;
+                    vals[r][i] = rel < lim ? rbuf[rbase + g0 + rel] : CS_NEG_INF;
                 }
             }
             u32 flags = 0u;  // bit r * IT + i: key [r][i] is kept
@@ -138,7 +146,7 @@ __global__ void __launch_bounds__(NT) cs_topk(
                 int cnt = 0;
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
-                    const bool f = r * NT * IT + threadIdx.x * IT + i < lim && (keys[r][i] >> 20) >= b1;
+                    const bool f = r * NT * IT + threadIdx.x * IT + i < lim && (all || vals[r][i] >= thr);
                     flags |= (u32)f << (r * IT + i);
                     cnt += f;
                 }
@@ -152,7 +160,7 @@ __global__ void __launch_bounds__(NT) cs_topk(
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
                     const bool f = flags >> (r * IT + i) & 1u;
-                    cs_st_if(f, cand_key + seg + o, keys[r][i]);
+                    cs_st_if(f, cand_key + seg + o, __float_as_uint(vals[r][i]));
                     cs_st_if(f, cand_pos + seg + o, g0 + r * NT * IT + threadIdx.x * IT + i);
                     o += f;
                 }
@@ -183,7 +191,9 @@ __global__ void __launch_bounds__(NT) cs_topk(
     auto load = [&](int i) -> u64 {
         const int s = cs_segment_of(segoff, nseg, i);
         const i64 idx = rbase + (i64)s * seg_len + (i - segoff[s]);
-        return ((u64)__ldcg(cand_key + idx) << 32) | (u64)(u32)__ldcg(cand_pos + idx);
+        const u32 c = __ldcg(cand_key + idx);  // LIST: a key; else r's float bits
+        const u32 key = LIST ? c : cs_key(__uint_as_float(c));
+        return ((u64)key << 32) | (u64)(u32)__ldcg(cand_pos + idx);
     };
     if (staged) {
         // Every load in flight before the first store: a loop storing each entry as it
