@@ -249,9 +249,9 @@ __device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
 // order; among those whose key has the top 12 bits b1, find the need-th largest key T
 // (radix levels on bits 19..8 and 7..0 over the shared counts h (4096) and their 64-bin
 // group sums tot (64), each bin found by one warp: no block scan) and the tie cut: a
-// key equal to T is taken iff its position <= pos_cut (INT_MAX or any position past
-// the last equal key when every equal key is taken). found: 7 ints. FEW: a warp sorts
-// the top-24-bit group when it holds at most 32 keys (see below).
+// key equal to T is taken iff its position <= pos_cut (INT_MAX, or with FEW the last
+// equal key's position, when every equal key is taken). found: 7 ints. FEW: a warp
+// sorts the top-24-bit group when it holds at most 32 keys (see below).
 template <int NT, bool FEW, typename AT>
 __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int* scratch,
                           int* found, u32& T, int& pos_cut) {

@@ -4,8 +4,8 @@ Grid (nsplit, B*Hkv) of TSPLIT_LEN-token splits. Every block compacts, in positi
 order, the candidates of its split whose key is in the row's bin b1 or above into its
 own segment of the candidate buffer (a segment has room for a whole split, so it
 cannot overflow), found by one float compare a token and kept as r's float bits: the
-finish takes their keys. That is about K + |b1| tokens a row. The row's last block then finds
-the need-th largest key of bin b1 (ties to the smaller position), working on the
+finish takes their keys. That is about K + |b1| tokens a row. The row's last block then
+finds the need-th largest key of bin b1 (ties to the smaller position), working on the
 segments as one flat list:
   - BITONIC and at most CS_BITONIC_CAP keys in the bin: a bitonic sort in shared
     memory of (key, ~position), descending; the need-th entry is the threshold;
@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(NT) cs_topk(
                     vals[r][i] = rel < lim ? rbuf[rbase + g0 + rel] : CS_NEG_INF;
                 }
             }
-            u32 flags = 0u;  // bit r * IT + i: key [r][i] is kept
+            u32 flags = 0u;  // bit r * IT + i: token [r][i] is kept
             u64 packed = 0ull;
 #pragma unroll
             for (int r = 0; r < RG; ++r) {
