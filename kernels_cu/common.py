@@ -85,6 +85,24 @@ __device__ __forceinline__ void cs_sts_if(bool p, int* a, int v) {
                  :: "r"((int)p), "r"((u32)__cvta_generic_to_shared(a)), "r"(v) : "memory");
 }
 
+// ld(i) for every i = threadIdx.x + u * NT < n (u < B), all issued before the first
+// st(i, value): one memory latency, where a loop storing each value as it came waited
+// out an L2 round trip a step (perf-notes v19).
+template <int NT, int B, typename T, typename LD, typename ST>
+__device__ __forceinline__ void cs_load_then_store(int n, LD ld, ST st) {
+    T v[B];
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+        const int i = u * NT + threadIdx.x;
+        v[u] = i < n ? ld(i) : T(0);
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+        const int i = u * NT + threadIdx.x;
+        if (i < n) st(i, v[u]);
+    }
+}
+
 // The SPEC ranks NaN as -inf; softmax and max treat it the same way.
 __device__ __forceinline__ float cs_clean(float x) { return x != x ? CS_NEG_INF : x; }
 

@@ -256,42 +256,29 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         const int ng = nb / 64;
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-        // The peers' counts: every load in flight before the first is used (one L2
-        // round trip, not one a loop step).
+        // The peers' counts: every load in flight before the first is used.
         constexpr int XB = (CS_COOP_MAX_CL * 64 + NT - 1) / NT;
-        int xv[XB];
-#pragma unroll
-        for (int u = 0; u < XB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            xv[u] = i < CL * ng ? __ldcg(xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng) : 0;
-        }
-#pragma unroll
-        for (int u = 0; u < XB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            if (i < CL * ng) {
-                call[(i / ng) * 64 + i % ng] = xv[u];
-                if (xv[u]) atomicAdd(&tot[i % ng], xv[u]);
-            }
-        }
+        cs_load_then_store<NT, XB, int>(
+            CL * ng, [&](int i) { return __ldcg(xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng); },
+            [&](int i, int v) {
+                call[(i / ng) * 64 + i % ng] = v;
+                if (v) atomicAdd(&tot[i % ng], v);
+            });
         __syncthreads();
         if (warp == 0) cs_find64(tot, need, found);
         __syncthreads();
         const int gsel = found[0], gabove = found[1];
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-#pragma unroll
-        for (int u = 0; u < XB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            xv[u] = i < CL * 64 ? __ldcg(xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63)) : 0;
-        }
-#pragma unroll
-        for (int u = 0; u < XB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            if (i < CL * 64) {
-                hg[i] = xv[u];
-                if (xv[u]) atomicAdd(&tot[i & 63], xv[u]);
-            }
-        }
+        cs_load_then_store<NT, XB, int>(
+            CL * 64,
+            [&](int i) {
+                return __ldcg(xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63));
+            },
+            [&](int i, int v) {
+                hg[i] = v;
+                if (v) atomicAdd(&tot[i & 63], v);
+            });
         __syncthreads();
         if (warp == 0) cs_find64(tot, need - gabove, found + 2);
         __syncthreads();
@@ -422,18 +409,8 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             run += total;
         }
         barrier();  // B3: the row's bin list is complete
-        constexpr int GB = (CS_COOP_GATHER_CAP + NT - 1) / NT;
-        u64 gv[GB];  // every load in flight before the first store
-#pragma unroll
-        for (int u = 0; u < GB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            gv[u] = i < nb1 ? __ldcg(grow + i) : 0ull;
-        }
-#pragma unroll
-        for (int u = 0; u < GB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            if (i < nb1) gl[i] = gv[u];
-        }
+        cs_load_then_store<NT, (CS_COOP_GATHER_CAP + NT - 1) / NT, u64>(
+            nb1, [&](int i) { return __ldcg(grow + i); }, [&](int i, u64 e) { gl[i] = e; });
         __syncthreads();
         cs_mark(prof, 6);
         cs_finish<NT, true>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,

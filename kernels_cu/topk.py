@@ -196,21 +196,10 @@ __global__ void __launch_bounds__(NT) cs_topk(
         return ((u64)key << 32) | (u64)(u32)__ldcg(cand_pos + idx);
     };
     if (staged) {
-        // Every load in flight before the first store: a loop storing each entry as it
-        // came waited out one L2 round trip an entry (ncu: 31% of the list finish's
-        // stall samples, on those stores).
-        constexpr int SB = (CS_STAGE + NT - 1) / NT;
-        u64 v[SB];
-#pragma unroll
-        for (int u = 0; u < SB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            v[u] = i < flat ? load(i) : 0ull;
-        }
-#pragma unroll
-        for (int u = 0; u < SB; ++u) {
-            const int i = u * NT + threadIdx.x;
-            if (i < flat) stage[i] = v[u];
-        }
+        // Every load in flight before the first store (ncu: storing each entry as it came
+        // took 31% of the list finish's stall samples).
+        cs_load_then_store<NT, (CS_STAGE + NT - 1) / NT, u64>(
+            flat, load, [&](int i, u64 e) { stage[i] = e; });
         __syncthreads();
     }
     auto at = [&](int i) -> u64 { return staged ? stage[i] : load(i); };
