@@ -463,7 +463,7 @@ class Core:
             tgrid, tlen, stride = 1, cfg.capacity, geo.nsc * RESCORE_WARPS
         else:
             tgrid, tlen, stride = geo.tsplit, geo.tsplit_len, geo.tsplit
-        add("topk", ks.topk(), (tgrid, rows), (kc.NT_TOPK,), kc.TOPK_SMEM,
+        add("topk", ks.topk(), (tgrid, rows), (kc.NT_TOPK,), kc.topk_smem(stride),
             [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
              (P, "counters"), (P, "rowstate"), (P, "indices"), (P, "weights"), (P, "counts")]
             + dims + sk + [(I, tlen), (I, stride)])

@@ -37,9 +37,17 @@ RESCORE_WARP_LIST = 768  # CS_RS_LIST of score.py: list entries (16-bit) a resco
 COOP_GATHER_CAP = 2048  # CS_COOP_GATHER_CAP of coop.py
 COOP_MAX_CL = 32   # CS_COOP_MAX_CL: CTAs per row of the cooperative path
 COOP_X_STRIDE = 64 + 2 * 4096 + 2 * 64  # CS_X_STRIDE: ints of one CTA's exchange record
-TOPK_MAX_SEGMENTS = 8192  # CS_MAX_SPLITS of topk.py: candidate segments a row at most
-#: Dynamic shared memory of cs_topk: (CS_STAGE + CS_BITONIC_CAP) u64 + CS_MAX_SPLITS + 1 ints.
-TOPK_SMEM = (4096 + 2048) * 8 + (TOPK_MAX_SEGMENTS + 1) * 4
+TOPK_MAX_SEGMENTS = 8192  # candidate segments a row at most (cs_topk's segment offsets)
+
+
+def topk_smem(segments):
+    """Dynamic shared memory of cs_topk for rows of at most `segments` candidate
+    segments: (CS_STAGE + CS_BITONIC_CAP) u64 and segments + 1 ints. Sized per launch:
+    at TOPK_MAX_SEGMENTS (82 KB) only 2 compaction blocks fit an SM, at a few splits
+    (48 KB) 3 do (the registers allow 3)."""
+    if not 1 <= segments <= TOPK_MAX_SEGMENTS:
+        raise ValueError("cs_topk takes 1..%d segments a row, got %d" % (TOPK_MAX_SEGMENTS, segments))
+    return -(-((4096 + 2048) * 8 + (segments + 1) * 4) // 16) * 16
 
 
 def padded_heads(gt):

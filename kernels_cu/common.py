@@ -267,10 +267,10 @@ __device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
 // order; among those whose key has the top 12 bits b1, find the need-th largest key T
 // (radix levels on bits 19..8 and 7..0 over the shared counts h (4096) and their 64-bin
 // group sums tot (64), each bin found by one warp: no block scan) and the tie cut: a
-// key equal to T is taken iff its position <= pos_cut (INT_MAX, or with FEW the last
-// equal key's position, when every equal key is taken). found: 7 ints. FEW: a warp
-// sorts the top-24-bit group when it holds at most 32 keys (see below).
-template <int NT, bool FEW, typename AT>
+// key equal to T is taken iff its position <= pos_cut (INT_MAX, or, from the warp sort
+// below, the last equal key's position when every equal key is taken). found: 7 ints.
+// A warp sorts the top-24-bit group when it holds at most 32 keys (see below).
+template <int NT, typename AT>
 __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int* scratch,
                           int* found, u32& T, int& pos_cut) {
     u32 prefix = b1;
@@ -301,13 +301,13 @@ __device__ void cs_finish(AT at, int n, u32 b1, int need, int* h, int* tot, int*
         last_count = h[bin];
         prefix = (prefix << (level == 0 ? 12 : 8)) | (u32)bin;
         __syncthreads();
-        if (FEW && level == 0 && last_count <= 32) {
+        if (level == 0 && last_count <= 32) {
             // At most a warp of keys share the top 24 bits (on the bench's scores almost
             // always 1-3): one warp sorts them, (key, -position) descending, and its
             // need-th entry is the answer, instead of a second radix level and a tie cut
             // (v20: -0.1 to -0.5 us a call on the cooperative shapes, -0.3 to -0.5 us in
-            // the staged list finish). Not in the max / mean top-K kernel: with it there,
-            // that kernel's stage took +2.7 us on batch16-128k.
+            // the staged list finish; v22: -0.6 to -0.8 us in the max / mean top-K, once
+            // that kernel's registers were capped at 40).
             u64* few = reinterpret_cast<u64*>(h);
             if (threadIdx.x == 0) found[6] = 0;
             __syncthreads();

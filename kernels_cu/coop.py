@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             nb1, [&](int i) { return __ldcg(grow + i); }, [&](int i, u64 e) { gl[i] = e; });
         __syncthreads();
         cs_mark(prof, 6);
-        cs_finish<NT, true>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,
+        cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,
                             scratch, found, T, pos_cut);
         // Heavy tokens before this CTA: those above the bin in lower ranks, plus the
         // bin's keys of lower ranks that pass the threshold.

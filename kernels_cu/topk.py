@@ -9,11 +9,12 @@ finds the need-th largest key of bin b1 (ties to the smaller position), working 
 segments as one flat list:
   - BITONIC and at most CS_BITONIC_CAP keys in the bin: a bitonic sort in shared
     memory of (key, ~position), descending; the need-th entry is the threshold;
-  - otherwise two more radix levels (bits 19..8, 7..0) and, only when the K-th key is
-    tied, an ordered scan for the tie cut.
-It writes the threshold (T, pos_cut): a candidate is heavy iff key > T, or key == T
-and position <= pos_cut; and for every segment the number of heavy tokens before it,
-so the index stage places each heavy token with no merge.
+  - otherwise cs_finish: a radix level (bits 19..8), then one warp's sort of the
+    K-th key's top-24-bit group where it holds at most 32 keys, else a second level
+    (bits 7..0) and, only when the K-th key is tied, an ordered scan for the tie cut.
+That gives the threshold (T, pos_cut): a candidate is heavy iff key > T, or key == T
+and position <= pos_cut. The flat list is in position order, so one prefix sum over
+"is heavy" gives each heavy token its output slot: the merge-free index output.
 LIST (softmax_sum, filtered): grid (1, B*Hkv); cs_rescore has already written the
 candidate segments (the tokens above the filter's cut, about K + a few hundred a row),
 so each row's one block goes straight to the finish.
@@ -21,10 +22,7 @@ so each row's one block goes straight to the finish.
 
 TOPK = r"""
 #define CS_BITONIC_CAP 2048
-#define CS_MAX_SPLITS 8192
 #define CS_STAGE 4096
-
-#define CS_TOPK_SMEM ((CS_STAGE + CS_BITONIC_CAP) * 8 + (CS_MAX_SPLITS + 1) * 4)
 
 // Segment of flat index i (segoff: nseg + 1 exclusive offsets in shared memory).
 __device__ __forceinline__ int cs_segment_of(const int* segoff, int nseg, int i) {
@@ -36,21 +34,24 @@ __device__ __forceinline__ int cs_segment_of(const int* segoff, int nseg, int i)
     return lo;
 }
 
+// Three blocks an SM (40 registers; the shared memory is sized per launch): the
+// compaction streams the ranking scores, so more blocks in flight is more loads in
+// flight (v22: batch16-128k max / mean -5 us against two blocks at 56-63 registers).
 template <int LT, int MODE, int BITONIC, int LIST, int NT>
-__global__ void __launch_bounds__(NT) cs_topk(
+__global__ void __launch_bounds__(NT, 3) cs_topk(
     const void* __restrict__ seq_lens, const float* __restrict__ rbuf,
     u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
     u32* __restrict__ counters, const int4* __restrict__ rowstate, int* __restrict__ out_idx,
     float* __restrict__ out_w, int* __restrict__ out_cnt, int Hkv, int G, int N, int S, int K,
     int W, int split_len, int seg_stride) {
-    // Dynamic shared memory (CS_TOPK_SMEM bytes): the staged flat list
-    // (key << 32 | position), the bitonic buffer aliased with the radix bins, and the
-    // segment offsets.
+    // Dynamic shared memory (kernels_cu.topk_smem(seg_stride) bytes): the staged flat
+    // list (key << 32 | position), the bitonic buffer aliased with the radix bins, and
+    // the segment offsets.
     extern __shared__ u64 cs_topk_smem[];
     u64* stage = cs_topk_smem;                                    // CS_STAGE
     u64* work = stage + CS_STAGE;                                 // CS_BITONIC_CAP
     int* h = reinterpret_cast<int*>(work);                        // 4096 bins
-    int* segoff = reinterpret_cast<int*>(work + CS_BITONIC_CAP);  // CS_MAX_SPLITS + 1
+    int* segoff = reinterpret_cast<int*>(work + CS_BITONIC_CAP);  // seg_stride + 1
     __shared__ int scratch[40];
     __shared__ u64 scratch64[33];
     __shared__ int found[8];
@@ -127,31 +128,44 @@ __global__ void __launch_bounds__(NT) cs_topk(
         // key transform (v21).
         const float thr = cs_key_value(b1 << 20);
         const bool all = (b1 << 20) <= cs_key(CS_NEG_INF);
+        // Rows of a multiple of 4 tokens start 16-byte aligned: a thread's IT = 4 tokens
+        // are one float4 load from the aligned position below lo (the first group's
+        // thread 0 drops the tokens before lo). Else one load a token.
+        static_assert(IT == 4, "a round's tokens are one float4");
+        const bool v4 = (N & 3) == 0;
+        const int a0 = v4 ? lo & ~3 : lo;
         int kept = 0;
-        for (i64 g = lo; g < hi; g += NT * IT * RG) {
+        for (i64 g = a0; g < hi; g += NT * IT * RG) {
             const int g0 = (int)g, lim = hi - g0;  // positions g0 + rel, rel < lim: no overflow
             float vals[RG][IT];
 #pragma unroll
             for (int r = 0; r < RG; ++r) {
+                const int rel0 = r * NT * IT + threadIdx.x * IT;
+                if (v4) {
+                    // In the row: g0 + rel0 + 3 < round_up(hi, 4) <= N.
+                    const float4 x = rel0 < lim
+                        ? *reinterpret_cast<const float4*>(rbuf + rbase + g0 + rel0)
+                        : make_float4(CS_NEG_INF, CS_NEG_INF, CS_NEG_INF, CS_NEG_INF);
+                    vals[r][0] = x.x; vals[r][1] = x.y; vals[r][2] = x.z; vals[r][3] = x.w;
+                } else {
 #pragma unroll
-                for (int i = 0; i < IT; ++i) {
-                    const int rel = r * NT * IT + threadIdx.x * IT + i;
-                    vals[r][i] = rel < lim ? rbuf[rbase + g0 + rel] : CS_NEG_INF;
+                    for (int i = 0; i < IT; ++i)
+                        vals[r][i] = rel0 + i < lim ? rbuf[rbase + g0 + rel0 + i] : CS_NEG_INF;
                 }
             }
             u32 flags = 0u;  // bit r * IT + i: token [r][i] is kept
-            u64 packed = 0ull;
 #pragma unroll
             for (int r = 0; r < RG; ++r) {
-                int cnt = 0;
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
                     const bool f = r * NT * IT + threadIdx.x * IT + i < lim && (all || vals[r][i] >= thr);
                     flags |= (u32)f << (r * IT + i);
-                    cnt += f;
                 }
-                packed |= (u64)cnt << (16 * r);
             }
+            if (threadIdx.x == 0 && g == a0) flags &= ~0u << (lo - a0);
+            u64 packed = 0ull;
+#pragma unroll
+            for (int r = 0; r < RG; ++r) packed |= (u64)__popc((flags >> (r * IT)) & 0xfu) << (16 * r);
             u64 total;
             const u64 ex = cs_block_exscan<NT>(packed, total, scratch64);
 #pragma unroll
@@ -240,7 +254,7 @@ __global__ void __launch_bounds__(NT) cs_topk(
         pos_cut = (int)(~(u32)e);
         __syncthreads();
     } else {
-        cs_finish<NT, LIST != 0>(at, flat, b1, need1, h, tot, scratch, found, T, pos_cut);
+        cs_finish<NT>(at, flat, b1, need1, h, tot, scratch, found, T, pos_cut);
     }
 
     // ---- merge-free heavy output: the flat list is in position order, so a prefix

@@ -185,6 +185,29 @@ def test_saved_scores_in_every_layout(group):
         assert grids[1] > grids[0]
 
 
+@pytest.mark.parametrize("mode", ("max", "mean"))
+@pytest.mark.parametrize("capacity", [49152, 49153, 49154, 49155])
+def test_topk_compaction_over_splits_at_every_row_alignment(capacity, mode):
+    """The max / mean top-K compacts each split of a row's ranking scores. Rows of a
+    multiple of 4 tokens read them as float4 from the aligned position at or below the
+    split's first token (here the sinks end at 5, inside a float4, and the shorter row's
+    heavy range ends inside one); other rows read one float a token. Several splits a
+    row, every capacity mod 4."""
+    import cupy
+
+    sizes = dict(batch=2, q_heads=4, kv_heads=1, head_dim=32, subspaces=4, n_centroids=16,
+                 capacity=capacity)
+    params = dict(sink=5, window=3, k=500, group_reduce=mode)
+    rng = np.random.default_rng(capacity)
+    host = host_inputs(rng, **sizes, seq_lens=[capacity, capacity - 7])
+    sel, _ = run(host, sizes, "staged", **params)
+    plan = cupysel.Selector(**sizes, **params)
+    plan._core.path = "staged"
+    dev = cupy.cuda.Device().id
+    prog = plan._core.program(dev, plan._core.kernel_set(dev, *to_device(*host)))
+    assert [launch.grid[0] for stage, launch in prog if stage == "topk"][0] >= 3
+
+
 def _staged(sizes, filt, fuse=True, **params):
     plan = cupysel.Selector(**sizes, **params)
     plan._core.path = "staged"
