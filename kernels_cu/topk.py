@@ -258,29 +258,34 @@ __global__ void __launch_bounds__(NT, 3) cs_topk(
     }
 
     // ---- merge-free heavy output: the flat list is in position order, so a prefix
-    // sum over "passes the threshold" gives each heavy token its slot ----
+    // sum over "passes the threshold" gives each heavy token its slot. A round's IT
+    // sub-rounds are NT consecutive entries each, one a thread: shared loads without
+    // bank conflicts and stores in runs; their counts go through one scan as 16-bit
+    // fields (v23: the list finish 13.0 -> 11.6-12.0 us against IT consecutive entries
+    // a thread) ----
+    static_assert(IT * 16 <= 64 && NT < (1 << 16), "packed sub-round counts");
     int run = S;
     for (int t0 = 0; t0 < flat; t0 += NT * IT) {
         u64 e[IT];
-        bool f[IT];
-        int nf = 0;
+        u64 packed = 0ull;
 #pragma unroll
         for (int i = 0; i < IT; ++i) {
-            const int j = t0 + threadIdx.x * IT + i;
+            const int j = t0 + i * NT + threadIdx.x;
             e[i] = j < flat ? at(j) : 0ull;
             const u32 k = (u32)(e[i] >> 32);
-            f[i] = j < flat && (k > T || (k == T && (int)(u32)e[i] <= pos_cut));
-            nf += f[i];
+            const bool f = j < flat && (k > T || (k == T && (int)(u32)e[i] <= pos_cut));
+            packed |= (u64)f << (16 * i);
         }
-        int total;
-        int o = run + cs_block_exscan<NT>(nf, total, scratch);
+        u64 total;
+        const u64 ex = cs_block_exscan<NT>(packed, total, scratch64);
 #pragma unroll
         for (int i = 0; i < IT; ++i) {
-            cs_st_if(f[i], out_idx + obase + o, (int)(u32)e[i]);
-            if (WANT_W) cs_st_if(f[i], out_w + obase + o, cs_key_value((u32)(e[i] >> 32)) * inv_g);
-            o += f[i];
+            const bool f = (packed >> (16 * i)) & 1ull;
+            const int o = run + (int)((ex >> (16 * i)) & 0xffffu);
+            cs_st_if(f, out_idx + obase + o, (int)(u32)e[i]);
+            if (WANT_W) cs_st_if(f, out_w + obase + o, cs_key_value((u32)(e[i] >> 32)) * inv_g);
+            run += (int)((total >> (16 * i)) & 0xffffu);
         }
-        run += total;
     }
 }
 """
