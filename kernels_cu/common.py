@@ -816,9 +816,10 @@ __device__ __forceinline__ void cs_skew_offsets(int ph, int (&off)[M]) {
 
 // Scores of one token of phase ph = cs_phase(n) for the GT heads of the tile: acc[j] =
 // sum_m lut[m, code_m, j]. With SKEW (PLANES) the sum runs over m = (r + i) % M, i =
-// 0..M-1, r = n % 8 (n % 16) in every kernel, so a token's scores are the same bits
-// wherever they are computed; off comes from cs_skew_offsets(ph). Otherwise m = 0..M-1
-// (ph and off unused).
+// 0..M-1, r = n % 8 (n % 16) in every kernel that ranks, so a token's scores are the
+// same bits wherever they are computed (cs_weights, which ranks nothing, walks from the
+// lane's phase); off comes from cs_skew_offsets(ph). Otherwise m = 0..M-1 (ph and off
+// unused).
 template <int GT, int GP, int M, int P>
 __device__ __forceinline__ void cs_token_scores(const float* lut, u32 (&w)[(M + 3) / 4], int ph,
                                                 const int (&off)[M], float (&acc)[GP]) {
