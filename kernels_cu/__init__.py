@@ -44,7 +44,7 @@ def topk_smem(segments):
     """Dynamic shared memory of cs_topk for rows of at most `segments` candidate
     segments: (CS_STAGE + CS_BITONIC_CAP) u64 and segments + 1 ints. Sized per launch:
     at TOPK_MAX_SEGMENTS (82 KB) only 2 compaction blocks fit an SM, at a few splits
-    (48 KB) 3 do (the registers allow 3)."""
+    (49 KB) 3 do (the registers allow 3)."""
     if not 1 <= segments <= TOPK_MAX_SEGMENTS:
         raise ValueError("cs_topk takes 1..%d segments a row, got %d" % (TOPK_MAX_SEGMENTS, segments))
     return -(-((4096 + 2048) * 8 + (segments + 1) * 4) // 16) * 16

@@ -200,7 +200,7 @@ def test_topk_compaction_over_splits_at_every_row_alignment(capacity, mode):
     params = dict(sink=5, window=3, k=500, group_reduce=mode)
     rng = np.random.default_rng(capacity)
     host = host_inputs(rng, **sizes, seq_lens=[capacity, capacity - 7])
-    sel, _ = run(host, sizes, "staged", **params)
+    run(host, sizes, "staged", **params)
     plan = cupysel.Selector(**sizes, **params)
     plan._core.path = "staged"
     dev = cupy.cuda.Device().id
