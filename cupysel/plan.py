@@ -241,7 +241,7 @@ def _layout(cfg, geo):
         # sbuf: the saved per-head scores (save), or the filter's 16-bit bounds (filt).
         sbuf = rows * n * cfg.group * i4 if geo.save else (rows * n * 2 if geo.filt else i4)
         rest = [("rbuf", rows * n * i4), ("sbuf", sbuf),
-                ("cand_key", rows * n * i4), ("cand_pos", rows * n * i4),
+                ("cand", rows * n * 8),
                 ("stats", rows * cfg.group * geo.nsc * 2 * i4),
                 ("lse", rows * cfg.group * i4),
                 ("segcnt", rows * (geo.nsc * RESCORE_WARPS if geo.filt else geo.tsplit) * i4),
@@ -448,14 +448,14 @@ class Core:
                     + dims + [(I, cfg.n_centroids)] + sk +
                     [(F, cfg.scale), (I, h0), (I, cfg.batch), (I, slots), (I, MIN_SPLIT),
                      (I, geo.nsc), per_seq, (I, int(t == 0)),
-                     (I, int(t == last)), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
+                     (I, int(t == last)), (P, "cand"), (P, "segcnt"),
                      (P, "gens"), (I, geo.nsc * RESCORE_WARPS)], cooperative=bits == 7)
         if ks.filt and not ks.fuse:
             gt = ks.tiles[0][1]
             add("score", ks.rescore(gt), (geo.score_grid,), (kc.NT_SCORE,), ks.rescore_smem(gt),
                 [(P, "q"), (P, "cent"), (P, "codes"), (P, "lens"), (P, "rbuf"), (P, "sbuf"),
-                 (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate"), (P, "cand_key"),
-                 (P, "cand_pos"), (P, "segcnt")] + dims + [(I, cfg.n_centroids)] + sk +
+                 (P, "lse"), (P, "hist"), (P, "counters"), (P, "rowstate"), (P, "cand"),
+                 (P, "segcnt")] + dims + [(I, cfg.n_centroids)] + sk +
                 [(F, cfg.scale), (I, cfg.batch), (I, geo.slots), (I, MIN_SPLIT),
                  (I, geo.nsc * RESCORE_WARPS), per_seq])
         if ks.filt:
@@ -464,7 +464,7 @@ class Core:
         else:
             tgrid, tlen, stride = geo.tsplit, geo.tsplit_len, geo.tsplit
         add("topk", ks.topk(), (tgrid, rows), (kc.NT_TOPK,), kc.topk_smem(stride),
-            [(P, "lens"), (P, "rbuf"), (P, "cand_key"), (P, "cand_pos"), (P, "segcnt"),
+            [(P, "lens"), (P, "rbuf"), (P, "cand"), (P, "segcnt"),
              (P, "counters"), (P, "rowstate"), (P, "indices"), (P, "weights"), (P, "counts")]
             + dims + sk + [(I, tlen), (I, stride)])
         if cfg.group_reduce != "softmax_sum" and cfg.total > 0:

@@ -322,7 +322,7 @@ template <int GT, int GP, int M, int P, int VEC, int NT>
 __device__ __forceinline__ void cs_rescore_range(
     const float* lut, const float* lse_s, int* shist, u16* lists, const u8* __restrict__ codes,
     float* __restrict__ rbuf, const u16* __restrict__ vbuf, int* __restrict__ hist,
-    u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
+    u64* __restrict__ cand, int* __restrict__ segcnt,
     u32* __restrict__ counters, int4* __restrict__ rowstate, int* scratch, int* res, int row,
     int N, int L, int S, int K, int W, int start, int end, i64 len, int split, int nsplit,
     int seg_stride, u32 cut, bool heavy) {
@@ -401,8 +401,7 @@ __device__ __forceinline__ void cs_rescore_range(
                     if (n[u] < 0) break;
                     const u32 key = cs_key(score(n[u], w[u]));
                     const i64 o = seg + kept + i0 + u * 32;
-                    cand_key[o] = key;
-                    cand_pos[o] = n[u];
+                    cand[o] = ((u64)key << 32) | (u64)(u32)n[u];
                     atomicAdd(&shist[key >> (32 - CS_HIST_BITS)], 1);
                 }
             }
@@ -479,8 +478,8 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     float2* __restrict__ stats, float* __restrict__ lse, int* __restrict__ hist,
     u32* __restrict__ counters, int4* __restrict__ rowstate, int Hkv, int G, int N, int C,
     int S, int K, int W, float scale, int h0, int B, int slots, int min_len, int nsc,
-    int cent_per_seq, int first_tile, int last_tile, u32* __restrict__ cand_key,
-    int* __restrict__ cand_pos, int* __restrict__ segcnt, u64* __restrict__ gens,
+    int cent_per_seq, int first_tile, int last_tile, u64* __restrict__ cand,
+    int* __restrict__ segcnt, u64* __restrict__ gens,
     int seg_stride) {
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
@@ -657,7 +656,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             __syncthreads();
             cs_rescore_range<GT, GP, M, P, VEC, NT>(
                 lut, lse_s, shist, reinterpret_cast<u16*>(shist + CS_HIST), codes, rbuf,
-                reinterpret_cast<const u16*>(sbuf), hist, cand_key, cand_pos, segcnt, counters,
+                reinterpret_cast<const u16*>(sbuf), hist, cand, segcnt, counters,
                 rowstate, scratch, res, row, N, L, S, K, W, start, end, len, split, nsplit,
                 seg_stride, cut_s, hist_on);
         }
@@ -737,8 +736,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
     const void* __restrict__ seq_lens, float* __restrict__ rbuf, const u16* __restrict__ vbuf,
     const float* __restrict__ lse, int* __restrict__ hist, u32* __restrict__ counters,
-    int4* __restrict__ rowstate, u32* __restrict__ cand_key, int* __restrict__ cand_pos,
-    int* __restrict__ segcnt, int Hkv, int G, int N, int C, int S, int K, int W, float scale,
+    int4* __restrict__ rowstate, u64* __restrict__ cand, int* __restrict__ segcnt, int Hkv, int G, int N, int C, int S, int K, int W, float scale,
     int B, int slots, int min_len, int seg_stride, int cent_per_seq) {
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
@@ -774,7 +772,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     if (threadIdx.x == 0) cut_s = heavy ? (u32)rowstate[row].w : 0u;
     __syncthreads();
     cs_rescore_range<GT, GP, M, P, VEC, NT>(lut, lse_s, shist, lists, codes, rbuf, vbuf, hist,
-                                            cand_key, cand_pos, segcnt, counters, rowstate,
+                                            cand, segcnt, counters, rowstate,
                                             scratch, res, row, N, L, S, K, W, start, end, len,
                                             part[1], part[2], seg_stride, cut_s, heavy);
 }

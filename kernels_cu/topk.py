@@ -40,7 +40,7 @@ __device__ __forceinline__ int cs_segment_of(const int* segoff, int nseg, int i)
 template <int LT, int MODE, int BITONIC, int LIST, int NT>
 __global__ void __launch_bounds__(NT, 3) cs_topk(
     const void* __restrict__ seq_lens, const float* __restrict__ rbuf,
-    u32* __restrict__ cand_key, int* __restrict__ cand_pos, int* __restrict__ segcnt,
+    u64* __restrict__ cand, int* __restrict__ segcnt,
     u32* __restrict__ counters, const int4* __restrict__ rowstate, int* __restrict__ out_idx,
     float* __restrict__ out_w, int* __restrict__ out_cnt, int Hkv, int G, int N, int S, int K,
     int W, int split_len, int seg_stride) {
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(NT, 3) cs_topk(
         // +0) iff r >= thr, the float of that key. Where that key is at or below -inf's
         // (b1 <= 7: thr would be a NaN pattern), every token is one. The candidates keep
         // r's float bits; the finish takes their keys. So a token costs a compare, not a
-        // key transform (v21).
+        // key transform (v21). A candidate is one 8-byte store, (bits << 32 | position).
         const float thr = cs_key_value(b1 << 20);
         const bool all = (b1 << 20) <= cs_key(CS_NEG_INF);
         // Rows of a multiple of 4 tokens start 16-byte aligned: a thread's IT = 4 tokens
@@ -174,8 +174,8 @@ __global__ void __launch_bounds__(NT, 3) cs_topk(
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
                     const bool f = flags >> (r * IT + i) & 1u;
-                    cs_st_if(f, cand_key + seg + o, __float_as_uint(vals[r][i]));
-                    cs_st_if(f, cand_pos + seg + o, g0 + r * NT * IT + threadIdx.x * IT + i);
+                    cs_stcg_if(f, cand + seg + o, ((u64)__float_as_uint(vals[r][i]) << 32) |
+                                                      (u64)(u32)(g0 + r * NT * IT + threadIdx.x * IT + i));
                     o += f;
                 }
                 kept += (int)((total >> (16 * r)) & 0xffffu);
@@ -205,9 +205,10 @@ __global__ void __launch_bounds__(NT, 3) cs_topk(
     auto load = [&](int i) -> u64 {
         const int s = cs_segment_of(segoff, nseg, i);
         const i64 idx = rbase + (i64)s * seg_len + (i - segoff[s]);
-        const u32 c = __ldcg(cand_key + idx);  // LIST: a key; else r's float bits
-        const u32 key = LIST ? c : cs_key(__uint_as_float(c));
-        return ((u64)key << 32) | (u64)(u32)__ldcg(cand_pos + idx);
+        const u64 c = __ldcg(cand + idx);  // high half, LIST: a key; else r's float bits
+        const u32 hi = (u32)(c >> 32);
+        const u32 key = LIST ? hi : cs_key(__uint_as_float(hi));
+        return ((u64)key << 32) | (c & 0xffffffffull);
     };
     if (staged) {
         // Every load in flight before the first store (ncu: storing each entry as it came
