@@ -241,7 +241,7 @@ def _layout(cfg, geo):
         # sbuf: the saved per-head scores (save), or the filter's 16-bit bounds (filt).
         sbuf = rows * n * cfg.group * i4 if geo.save else (rows * n * 2 if geo.filt else i4)
         rest = [("rbuf", rows * n * i4), ("sbuf", sbuf),
-                ("cand", rows * n * 8),
+                ("cand", rows * n * 8),  # a candidate: key (or r's bits) << 32 | position
                 ("stats", rows * cfg.group * geo.nsc * 2 * i4),
                 ("lse", rows * cfg.group * i4),
                 ("segcnt", rows * (geo.nsc * RESCORE_WARPS if geo.filt else geo.tsplit) * i4),

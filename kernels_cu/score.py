@@ -736,8 +736,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_rescore(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
     const void* __restrict__ seq_lens, float* __restrict__ rbuf, const u16* __restrict__ vbuf,
     const float* __restrict__ lse, int* __restrict__ hist, u32* __restrict__ counters,
-    int4* __restrict__ rowstate, u64* __restrict__ cand, int* __restrict__ segcnt, int Hkv, int G, int N, int C, int S, int K, int W, float scale,
-    int B, int slots, int min_len, int seg_stride, int cent_per_seq) {
+    int4* __restrict__ rowstate, u64* __restrict__ cand, int* __restrict__ segcnt, int Hkv,
+    int G, int N, int C, int S, int K, int W, float scale, int B, int slots, int min_len,
+    int seg_stride, int cent_per_seq) {
     extern __shared__ float4 cs_smem4[];
     float* lut = reinterpret_cast<float*>(cs_smem4);
     float* qs = lut + M * P * GP;

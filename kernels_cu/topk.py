@@ -174,8 +174,9 @@ __global__ void __launch_bounds__(NT, 3) cs_topk(
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
                     const bool f = flags >> (r * IT + i) & 1u;
-                    cs_stcg_if(f, cand + seg + o, ((u64)__float_as_uint(vals[r][i]) << 32) |
-                                                      (u64)(u32)(g0 + r * NT * IT + threadIdx.x * IT + i));
+                    cs_stcg_if(f, cand + seg + o,
+                               ((u64)__float_as_uint(vals[r][i]) << 32) |
+                                   (u64)(u32)(g0 + r * NT * IT + threadIdx.x * IT + i));
                     o += f;
                 }
                 kept += (int)((total >> (16 * r)) & 0xffffu);
