@@ -46,7 +46,8 @@ def topk_smem(segments):
     at TOPK_MAX_SEGMENTS (82 KB) only 2 compaction blocks fit an SM, at a few splits
     (49 KB) 3 do (the registers allow 3)."""
     if not 1 <= segments <= TOPK_MAX_SEGMENTS:
-        raise ValueError("cs_topk takes 1..%d segments a row, got %d" % (TOPK_MAX_SEGMENTS, segments))
+        raise ValueError("cs_topk takes 1..%d segments a row, got %d"
+                         % (TOPK_MAX_SEGMENTS, segments))
     return -(-((4096 + 2048) * 8 + (segments + 1) * 4) // 16) * 16
 
 
@@ -201,8 +202,8 @@ def specializations():
     The benchmark shapes in every mode and dtype (as plans build them: wide centroid
     loads, softmax_sum filtered; the saved-score path too), plus each code-load width
     (M = 1, 2, 3, 4, 8, 16, 32, 64, aligned or not), each head padding (G = 1, 2, 3, 5, 7,
-    8), the skewed, planes and plain table layouts, head tiling (a table too big for one tile), scalar
-    centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
+    8), the skewed, planes and plain table layouts, head tiling (a table too big for one
+    tile), scalar centroid loads, the radix-only top-K, mixed dtypes and int64 lengths. CI compiles
     all of them for sm_80 and sm_90.
     """
     sets = []

@@ -553,7 +553,8 @@ __device__ __forceinline__ void cs_store_entry(float* lut, int m, int c, const f
         if constexpr (LY::A4)
             *reinterpret_cast<float4*>(lb + 2 * u) = make_float4(acc[0], acc[1], acc[2], acc[3]);
         if constexpr (LY::H2)
-            *reinterpret_cast<float2*>(lb + LY::B2 + u) = make_float2(acc[4 * LY::A4], acc[4 * LY::A4 + 1]);
+            *reinterpret_cast<float2*>(lb + LY::B2 + u) =
+                make_float2(acc[4 * LY::A4], acc[4 * LY::A4 + 1]);
         if constexpr (LY::H1)
             *reinterpret_cast<float2*>(lb + LY::B1 + u) = make_float2(acc[GT - 1], acc[GT - 1]);
     } else if constexpr (LY::SKEW) {
@@ -659,8 +660,10 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
                     for (int j = 0; j < GT; ++j)
 #pragma unroll
                         for (int d = 0; d < DS; d += 4) {
-                            const float4 t = *reinterpret_cast<const float4*>(qs + (j * M + cm) * DS + d);
-                            qr[j][d] = t.x; qr[j][d + 1] = t.y; qr[j][d + 2] = t.z; qr[j][d + 3] = t.w;
+                            const float4 t =
+                                *reinterpret_cast<const float4*>(qs + (j * M + cm) * DS + d);
+                            qr[j][d] = t.x; qr[j][d + 1] = t.y;
+                            qr[j][d + 2] = t.z; qr[j][d + 3] = t.w;
                         }
                 }
             } else if constexpr (CONTIG) {
@@ -847,7 +850,8 @@ __device__ __forceinline__ void cs_token_scores(const float* lut, u32 (&w)[(M + 
                 const float2 t = *reinterpret_cast<const float2*>(lb + LY::B2 + u);
                 acc[4 * LY::A4] += t.x; acc[4 * LY::A4 + 1] += t.y;
             }
-            if constexpr (LY::H1) acc[GT - 1] += *reinterpret_cast<const float*>(lb + LY::B1 + u + copy4);
+            if constexpr (LY::H1)
+                acc[GT - 1] += *reinterpret_cast<const float*>(lb + LY::B1 + u + copy4);
         }
     } else if constexpr (LY::SKEW) {
         cs_rotate_codes<M>(w, ph & 7);

@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         __syncthreads();
         cs_mark(prof, 6);
         cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,
-                            scratch, found, T, pos_cut);
+                      scratch, found, T, pos_cut);
         // Heavy tokens before this CTA: those above the bin in lower ranks, plus the
         // bin's keys of lower ranks that pass the threshold.
         if (threadIdx.x == 0) found[5] = 0;

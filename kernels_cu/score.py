@@ -200,10 +200,12 @@ __device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) 
         static_assert(4 * NT <= CS_HIST, "cs_centres_plane's scratch fits the histogram's");
         const char* lb = reinterpret_cast<const char*>(lut);
         for (int mh = 0; mh < M / 16; ++mh) {
-            if constexpr (LY::A4) cs_centres_plane<4, P, NT>(lb, 256, 16, mh, C, log_c, scr, 0, GT, acc);
+            if constexpr (LY::A4)
+                cs_centres_plane<4, P, NT>(lb, 256, 16, mh, C, log_c, scr, 0, GT, acc);
             if constexpr (LY::H2)
                 cs_centres_plane<2, P, NT>(lb + LY::B2, 128, 8, mh, C, log_c, scr, 4 * LY::A4, GT, acc);
-            if constexpr (LY::H1) cs_centres_plane<1, P, NT>(lb + LY::B1, 128, 8, mh, C, log_c, scr, GT - 1, GT, acc);
+            if constexpr (LY::H1)
+                cs_centres_plane<1, P, NT>(lb + LY::B1, 128, 8, mh, C, log_c, scr, GT - 1, GT, acc);
         }
     } else if constexpr (LY::SKEW) {
         static_assert(NT % 8 == 0, "a thread keeps one m % 8");
@@ -257,7 +259,8 @@ __device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) 
             float p = 0.0f;
             for (int m = warp; m < M; m += NW) {
                 float mx = -CS_FLT_MAX, sm = 0.0f;
-                for (int c = lane; c < C; c += 32) cs_stat_push(mx, sm, cs_lut_entry<GT, GP, M, P>(lut, m, c, j));
+                for (int c = lane; c < C; c += 32)
+                    cs_stat_push(mx, sm, cs_lut_entry<GT, GP, M, P>(lut, m, c, j));
 #pragma unroll
                 for (int o = 16; o > 0; o >>= 1) {
                     const float om = __shfl_xor_sync(CS_FULL, mx, o), os = __shfl_xor_sync(CS_FULL, sm, o);

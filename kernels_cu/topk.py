@@ -158,14 +158,16 @@ __global__ void __launch_bounds__(NT, 3) cs_topk(
             for (int r = 0; r < RG; ++r) {
 #pragma unroll
                 for (int i = 0; i < IT; ++i) {
-                    const bool f = r * NT * IT + threadIdx.x * IT + i < lim && (all || vals[r][i] >= thr);
+                    const bool f =
+                        r * NT * IT + threadIdx.x * IT + i < lim && (all || vals[r][i] >= thr);
                     flags |= (u32)f << (r * IT + i);
                 }
             }
             if (threadIdx.x == 0 && g == a0) flags &= ~0u << (lo - a0);
             u64 packed = 0ull;
 #pragma unroll
-            for (int r = 0; r < RG; ++r) packed |= (u64)__popc((flags >> (r * IT)) & 0xfu) << (16 * r);
+            for (int r = 0; r < RG; ++r)
+                packed |= (u64)__popc((flags >> (r * IT)) & 0xfu) << (16 * r);
             u64 total;
             const u64 ex = cs_block_exscan<NT>(packed, total, scratch64);
 #pragma unroll
