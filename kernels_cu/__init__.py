@@ -212,8 +212,12 @@ def specializations():
         for flavour in (("filt", "save") if mode == "softmax_sum" else ("",)):
             sets.append(KernelSet(m, c, ds, dt, dt, "int32", mode, True,
                                   tuple(head_tiles(g, m, c)), cvec=True, save=flavour == "save",
-                                  filt=flavour == "filt", minb=1 if g == 7 else 2,
-                                  fuse=flavour == "filt"))
+                                  filt=flavour == "filt", minb=1, fuse=flavour == "filt"))
+    # Two score blocks an SM (more rows than SMs), Llama's table.
+    for mode, flavour in (("max", ""), ("mean", ""), ("softmax_sum", "filt")):
+        sets.append(KernelSet(16, 256, 8, "float16", "float16", "int32", mode, True,
+                              tuple(head_tiles(4, 16, 256)), cvec=True, minb=2,
+                              filt=flavour == "filt", fuse=flavour == "filt"))
     extra = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, save ("filt": filtered), bitonic
         (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, "filt", True),
         (3, 5, 32, 2, "bfloat16", "float32", "int64", "softmax_sum", False, False, "filt", False),

@@ -58,15 +58,20 @@ def test_weights_blocks():
 
 
 def test_score_blocks_fill_one_wave():
-    """Score blocks: one wave over the SMs (2 an SM with a 64 KiB table, 1 with Qwen's
-    128 KiB), the kernel sizing them from the lengths; the statistics hold a row's
-    blocks at most, and the grid has room for one block a row when rows exceed slots."""
+    """Score blocks: one wave over the SMs (1 an SM where the rows fit, else 2 with a
+    64 KiB table, 1 with Qwen's 128 KiB), the kernel sizing them from the lengths; the
+    statistics hold a row's blocks at most, and the grid has room for one block a row
+    when rows exceed slots."""
     from cupysel import plan
 
     geo = plan_geometry(config("batch16-32k"), 132, path="staged")
-    assert (geo.slots, geo.score_grid, geo.score_minb, geo.nsc) == (264, 264, 2, 64)
+    assert (geo.slots, geo.score_grid, geo.score_minb, geo.nsc) == (132, 132, 1, 64)
     geo = plan_geometry(config("qwen-ragged"), 132, path="staged")
     assert (geo.slots, geo.score_grid, geo.score_minb, geo.nsc) == (132, 132, 1, 132)
+    geo = plan_geometry(config("batch16-32k", batch=20), 132, path="staged")
+    assert (geo.slots, geo.score_grid, geo.score_minb) == (264, 264, 2)  # 160 rows
+    geo = plan_geometry(config("qwen-ragged", batch=40), 132, path="staged")
+    assert (geo.slots, geo.score_grid, geo.score_minb) == (132, 160, 1)  # 128 KiB tables
     geo = plan_geometry(config("batch16-32k", batch=64), 132, path="staged")
     assert geo.score_grid == 512  # 512 rows, 264 slots: one block a row
     geo = plan_geometry(config("llama-32k", capacity=1000), 132, path="staged")
