@@ -360,15 +360,18 @@ __device__ __forceinline__ void cs_hist_flush(const int* shist, int* grow) {
 // Radix level 1 of a row's 4096-bin histogram of candidate keys (more than K
 // candidates): the bin b1 with above(b1) < K <= above(b1) + hist[b1], where above(b)
 // counts candidates in bins > b, walked from the top. res[0..2] = (b1, above(b1),
-// hist[b1]) for every thread; the histogram is cleared for the next launch.
-template <int NT>
+// hist[b1]) for every thread; the histogram is cleared for the next launch. SHARED: the
+// histogram is a lone block's own, in shared memory (complete after a barrier), and is
+// left as it is: its owner clears it before use.
+template <int NT, bool SHARED = false>
 __device__ void cs_level1(int* grow, int K, int* scratch, int* res) {
     constexpr int PER = 4096 / NT;
     int loc[PER];
     int sum = 0;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
-        loc[i] = __ldcg(grow + 4095 - (threadIdx.x * PER + i));
+        const int* src = grow + 4095 - (threadIdx.x * PER + i);
+        loc[i] = SHARED ? *src : __ldcg(src);
         sum += loc[i];
     }
     int total;
@@ -381,7 +384,8 @@ __device__ void cs_level1(int* grow, int K, int* scratch, int* res) {
         run += loc[i];
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < 4096; i += NT) grow[i] = 0;
+    if (!SHARED)
+        for (int i = threadIdx.x; i < 4096; i += NT) grow[i] = 0;
 }
 
 // Acquire load and release add at GPU scope (barriers between the blocks of a row).

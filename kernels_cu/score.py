@@ -462,12 +462,20 @@ __device__ __forceinline__ void cs_rescore_range(
         }
         flush();
         if (lane == 0) segcnt[(i64)row * seg_stride + (i64)split * NW + warp] = kept;
-        cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
+        if (nsplit > 1) cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
     }
 
-    // The row's last block to finish: radix level 1 of the candidates' keys, and the
-    // segment length (a warp's share of a block) for cs_topk.
-    if (cs_last_block(counters + row, (u32)nsplit, scratch + 36) && heavy) {
+    // The row's last block to finish (solo: its only one, with the histogram in shist):
+    // radix level 1 of the candidates' keys, and the segment length (a warp's share of a
+    // block) for cs_topk.
+    if (nsplit == 1) {
+        if (heavy) {
+            __syncthreads();
+            cs_level1<NT, true>(shist, K, scratch, res);
+            if (threadIdx.x == 0)
+                rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
+        }
+    } else if (cs_last_block(counters + row, (u32)nsplit, scratch + 36) && heavy) {
         cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
         if (threadIdx.x == 0) rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
     }
@@ -645,12 +653,16 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     }
 
     const int split = part[1], nsplit = part[2];
+    // A row's only block (rows no more than the SMs, v27) keeps its statistics and
+    // histogram on chip: no flush, no hand-off, no read back (v28).
+    const bool solo = nsplit == 1;
     if constexpr (PASS & 1) {
         float m, t;
         cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);
-        if (threadIdx.x < GT) stats[((i64)row * G + h0 + threadIdx.x) * nsc + split] = make_float2(m, t);
+        if (!solo && threadIdx.x < GT)
+            stats[((i64)row * G + h0 + threadIdx.x) * nsc + split] = make_float2(m, t);
     }
-    if (hist_on) cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
+    if (hist_on && !solo) cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
 
     // FUSE, every block of the row once LSE and the cut are known: its own tokens'
     // rescoring, as cs_rescore does it.
@@ -666,7 +678,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     };
     // FUSE: the generation of the row's barrier, read before this block arrives.
     if (FUSE && threadIdx.x == 0) gen_s = cs_ld_acquire(gens + row);
-    if (!cs_last_block(counters + row, (u32)nsplit, scratch + 36)) {
+    if (!solo && !cs_last_block(counters + row, (u32)nsplit, scratch + 36)) {
         if constexpr (FUSE) {
             // Wait for the row's last block to publish LSE and the cut (below).
             if (threadIdx.x == 0) {
@@ -682,9 +694,15 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
     }
 
     if constexpr (PASS & 1) {
-        // LSE of each head from the nsplit partials, in a fixed order.
+        // LSE of each head from the nsplit partials, in a fixed order; solo: from the
+        // block's own (the same bits: merging one partial into (-FLT_MAX, 0) gives it).
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-        for (int j = warp; j < GT; j += NT / 32) {
+        if (solo && threadIdx.x < GT) {
+            const float v = red_m[threadIdx.x][0] + logf(red_s[threadIdx.x][0]);
+            lse[(i64)row * G + h0 + threadIdx.x] = v;
+            lse_s[threadIdx.x] = v;
+        }
+        for (int j = warp; j < (solo ? 0 : GT); j += NT / 32) {
             const float2* src = stats + ((i64)row * G + h0 + j) * nsc;
             float m = -CS_FLT_MAX, t = 0.0f;
             for (int i = lane; i < nsplit; i += 32) {
@@ -703,7 +721,12 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         }
     }
     if (hist_on) {
-        cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+        if (solo) {
+            __syncthreads();  // every token's count in shist
+            cs_level1<NT, true>(shist, K, scratch, res);
+        } else {
+            cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+        }
         if (threadIdx.x == 0) {
             const u32 cut = FILT ? cs_filter_cut<GT>(res[0], cen_s, lse_s) : 0u;
             rowstate[row] = make_int4(res[0], res[1], res[2], (int)cut);
