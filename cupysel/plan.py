@@ -69,7 +69,7 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     gp = kc.padded_heads(tiles[0][1])
     lut = cfg.subspaces * kc.pow2_at_least(cfg.n_centroids) * gp * 4 + kc.HIST_BYTES + 4096
     # One score block an SM where the rows allow one wave of it: two blocks sharing an SM
-    # scored its tokens ~15% slower than one alone (phase marks, batch16-128k max: 2.6
+    # scored its tokens ~15% slower than one alone (phase marks, batch16-32k max: 2.6
     # against 2.25 clk a token), and one finished 11-30 us before the other (perf-notes
     # v27). More rows than SMs keep two an SM, so that one wave still holds them.
     per_sm = 1 if cfg.rows <= sm_count else max(1, min(2, smem_per_sm // lut))

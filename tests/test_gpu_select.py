@@ -151,6 +151,13 @@ PARTITION_CASES = {
     "equal_beyond_slots": dict(batch=40, q_heads=8, kv_heads=8, capacity=700,
                                seq_lens=[700] * 40),
     "all_empty": dict(batch=3, q_heads=8, kv_heads=2, capacity=5000, seq_lens=[0, 0, 0]),
+    # 100 rows, fewer than the SMs: one score block an SM, so each row of one length has
+    # a single block (its statistics and histogram stay on chip), and of uneven lengths
+    # some rows have one block and some two.
+    "one_block_a_row": dict(batch=25, q_heads=8, kv_heads=4, capacity=3000,
+                            seq_lens=[3000] * 25),
+    "one_or_two_blocks_a_row": dict(batch=25, q_heads=8, kv_heads=4, capacity=3000,
+                                    seq_lens=np.random.default_rng(12).integers(1200, 3001, 25)),
     # Every row empty but one of 31 tokens (shorter than one block).
     "nearly_empty": dict(batch=5, q_heads=4, kv_heads=4, capacity=9000,
                          seq_lens=[0, 0, 31, 0, 0]),
