@@ -388,6 +388,20 @@ __device__ void cs_level1(int* grow, int K, int* scratch, int* res) {
         for (int i = threadIdx.x; i < 4096; i += NT) grow[i] = 0;
 }
 
+// Level 1 of the row's histogram, for the block that finishes the row: a lone block's
+// own (solo, in shared memory: no flush was made), else the row's, which every block
+// has flushed to global memory.
+template <int NT>
+__device__ __forceinline__ void cs_row_level1(bool solo, int* shist, int* grow, int K,
+                                              int* scratch, int* res) {
+    if (solo) {
+        __syncthreads();  // every thread's counts in shist
+        cs_level1<NT, true>(shist, K, scratch, res);
+    } else {
+        cs_level1<NT>(grow, K, scratch, res);
+    }
+}
+
 // Acquire load and release add at GPU scope (barriers between the blocks of a row).
 __device__ __forceinline__ u64 cs_ld_acquire(const u64* p) {
     u64 v;

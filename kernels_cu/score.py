@@ -332,6 +332,7 @@ __device__ __forceinline__ void cs_rescore_range(
     constexpr int NW = NT / 32, U = 4;
     static_assert(32 % NW == 0 && CS_RS_WARP % 128 == 0, "NW divides len; 4 bounds a lane");
     const i64 rbase = (i64)row * N;
+    const bool solo = nsplit == 1;  // the row's only block (v28)
     float lse_r[GT];
 #pragma unroll
     for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
@@ -462,21 +463,14 @@ __device__ __forceinline__ void cs_rescore_range(
         }
         flush();
         if (lane == 0) segcnt[(i64)row * seg_stride + (i64)split * NW + warp] = kept;
-        if (nsplit > 1) cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
+        if (!solo) cs_hist_flush<NT>(shist, hist + (i64)row * CS_HIST);
     }
 
-    // The row's last block to finish (solo: its only one, with the histogram in shist):
-    // radix level 1 of the candidates' keys, and the segment length (a warp's share of a
-    // block) for cs_topk.
-    if (nsplit == 1) {
-        if (heavy) {
-            __syncthreads();
-            cs_level1<NT, true>(shist, K, scratch, res);
-            if (threadIdx.x == 0)
-                rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
-        }
-    } else if (cs_last_block(counters + row, (u32)nsplit, scratch + 36) && heavy) {
-        cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
+    // The row's last block to finish (solo: its only one, with the histogram in shist,
+    // unflushed): radix level 1 of the candidates' keys, and the segment length (a warp's
+    // share of a block) for cs_topk.
+    if ((solo || cs_last_block(counters + row, (u32)nsplit, scratch + 36)) && heavy) {
+        cs_row_level1<NT>(solo, shist, hist + (i64)row * CS_HIST, K, scratch, res);
         if (threadIdx.x == 0) rowstate[row] = make_int4(res[0], res[1], res[2], (int)(len / NW));
     }
 }
@@ -702,7 +696,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
             lse[(i64)row * G + h0 + threadIdx.x] = v;
             lse_s[threadIdx.x] = v;
         }
-        for (int j = warp; j < (solo ? 0 : GT); j += NT / 32) {
+        for (int j = solo ? GT : warp; j < GT; j += NT / 32) {
             const float2* src = stats + ((i64)row * G + h0 + j) * nsc;
             float m = -CS_FLT_MAX, t = 0.0f;
             for (int i = lane; i < nsplit; i += 32) {
@@ -721,12 +715,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
         }
     }
     if (hist_on) {
-        if (solo) {
-            __syncthreads();  // every token's count in shist
-            cs_level1<NT, true>(shist, K, scratch, res);
-        } else {
-            cs_level1<NT>(hist + (i64)row * CS_HIST, K, scratch, res);
-        }
+        cs_row_level1<NT>(solo, shist, hist + (i64)row * CS_HIST, K, scratch, res);
         if (threadIdx.x == 0) {
             const u32 cut = FILT ? cs_filter_cut<GT>(res[0], cen_s, lse_s) : 0u;
             rowstate[row] = make_int4(res[0], res[1], res[2], (int)cut);
