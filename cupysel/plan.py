@@ -128,6 +128,8 @@ def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None):
     if cl < 1:
         return 0, 0
     chunk = -(-(-(-cfg.capacity // cl)) // 32) * 32
+    if chunk > kc.COOP_MAX_CHUNK:
+        return 0, 0
     probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
                          "int32", cfg.group_reduce, False, tuple(tiles), coop=True)
     if probe.coop_layout(chunk)[1] > smem_per_block - COOP_STATIC_SMEM:
@@ -233,10 +235,10 @@ def _layout(cfg, geo):
     i4 = 4
     if geo.coop:
         # Row barrier counters (they only grow: zeroed here once), one 64-byte line a
-        # row; an exchange record per CTA; a gathered bin per row.
-        zero = [("bars", rows * 64)]
-        rest = [("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4),
-                ("glist", rows * kc.COOP_GATHER_CAP * 8)]
+        # row; an exchange record per CTA (tagged words: zeroed here once, so that no
+        # stale tag from memory used before can match); a gathered bin per row.
+        zero = [("bars", rows * 64), ("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4)]
+        rest = [("glist", rows * kc.COOP_GATHER_CAP * 8)]
     else:
         # Kept zero between launches by the kernels themselves (the last block that uses
         # them resets them), so they are cleared only here.

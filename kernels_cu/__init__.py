@@ -36,7 +36,8 @@ NT_COOP = 512
 RESCORE_WARP_LIST = 768  # CS_RS_LIST of score.py: list entries (16-bit) a rescore warp keeps
 COOP_GATHER_CAP = 2048  # CS_COOP_GATHER_CAP of coop.py
 COOP_MAX_CL = 32   # CS_COOP_MAX_CL: CTAs per row of the cooperative path
-COOP_X_STRIDE = 64 + 2 * 4096 + 2 * 64  # CS_X_STRIDE: ints of one CTA's exchange record
+COOP_X_STRIDE = 128 + 2 * 4096 + 2 * 64  # CS_X_STRIDE: ints of one CTA's exchange record
+COOP_MAX_CHUNK = 65535  # a chunk's counts fit the 16 bits of a tagged exchange word
 TOPK_MAX_SEGMENTS = 8192  # candidate segments a row at most (cs_topk's segment offsets)
 
 

@@ -4,17 +4,19 @@ Grid (CL, B*Hkv), launched cooperatively so that every CTA is resident at once (
 driver refuses the launch otherwise: a CTA that waited on one never scheduled would
 hang). CTA `rank` of row (b, g) owns positions [rank*chunk, (rank+1)*chunk) and keeps
 their per-head scores in shared memory. The CTAs of a row exchange through a record
-each in global memory (L2) and meet at a row barrier (one thread: a release add and
-an acquire spin, ~0.7 us measured on the H100; no cluster needed, so CL can be 16 or
-more, where clusters of 16 fit only 7 at once). Phases, with the barriers:
+each in global memory (L2). The statistics and the level-0 counts are tagged words that
+their readers poll (cs_xtag: no barrier, no fence); the later exchanges meet at a row
+barrier (one thread: a release add and an acquire spin, ~0.7 us measured on the H100;
+no cluster needed, so CL can be 16 or more, where clusters of 16 fit only 7 at once).
+Phases, with the exchanges:
   score   lookup table (loads coalesced, first codes in flight meanwhile), scores of
-          the chunk, per-head (max, sum exp) of the CTA;
-  [B1]    softmax_sum: every CTA merges the CL statistics (fixed order) into LSE, then
-          computes r and the key of every token and a 4096-bin count of the top 12 key
-          bits; max / mean compute r first and export statistics and counts together;
-  [B2]    level 0: every CTA reads the 64-bin group sums of every CTA, finds the group
-          that holds the K-th key, then that group's 64 bins of every CTA: the K-th
-          key's bin b1, how many keys lie above it in each CTA, and how many in it;
+          the chunk, per-head (max, sum exp) of the CTA, exported;
+  [x1]    softmax_sum: every CTA polls the CL statistics, merges them (fixed order)
+          into LSE, then computes r and the key of every token and a 4096-bin count of
+          the top 12 key bits, exported; max / mean compute r and the counts first;
+  [x2]    level 0: every CTA polls the 64-bin group sums of every CTA, finds the group
+          that holds the K-th key, then polls that group's 64 bins of every CTA: the
+          K-th key's bin b1, how many keys lie above it in each CTA, and how many in it;
   [B3]    gather (|b1| <= CS_COOP_GATHER_CAP, the usual case): each CTA writes its keys of
           bin b1 (key, position), in position order, at its offset of the row's list;
           every CTA reads the list and finishes the threshold alone;
@@ -24,20 +26,53 @@ more, where clusters of 16 fit only 7 at once). Phases, with the barriers:
           the CTAs before it): a block prefix sum, no merge. Sink and window positions
           are written by the CTA that holds them; weights are computed for the chosen
           tokens only, from the scores kept on chip.
-Every launch adds exactly CL * CS_COOP_NB arrivals to the row's counter, so the
-counter never needs resetting: a launch's barrier i waits for base + CL * (i + 1).
+Every launch adds exactly CL * CS_COOP_NB arrivals to the row's counter (barriers, then
+padding), so the counter never needs resetting: a launch's barrier i waits for
+base + CL * (i + 1), and base / (CL * CS_COOP_NB) numbers the launch for the tags.
 """
 
 COOP = r"""
 #define CS_COOP_NB 4
 #define CS_COOP_GATHER_CAP 2048
 #define CS_COOP_MAX_CL 32
-// One CTA's exchange record (ints): statistics (2 * GT <= 64 floats), two levels of
-// 4096 counts (a level writes one while the previous may still be read), and their
-// 64-bin group sums.
-#define CS_X_HIST 64
-#define CS_X_GROUP (64 + 2 * 4096)
-#define CS_X_STRIDE (64 + 2 * 4096 + 2 * 64)
+// One CTA's exchange record (ints): statistics (2 * GT <= 64 tagged 64-bit words), two
+// levels of 4096 tagged counts (a level writes one while the previous may still be read),
+// and their 64-bin group sums.
+#define CS_X_HIST 128
+#define CS_X_GROUP (128 + 2 * 4096)
+#define CS_X_STRIDE (128 + 2 * 4096 + 2 * 64)
+
+// Tagged exchange words (the idea of NCCL's low-latency protocol): every word a CTA
+// exports carries the launch's and the phase's tag next to its value and is written by
+// one store, so a reader that sees the tag sees the value. A reader polls the words it
+// needs until their tags are current: no fence, no counter, no second round trip after a
+// barrier. A count (< 2^16: the plan keeps chunks below it) shares a 32-bit word with a
+// 16-bit tag, a float a 64-bit word with a 32-bit one. The tag is never 0 (the record
+// starts zeroed) and only repeats 8192 launches later, long after the word was rewritten.
+__device__ __forceinline__ u32 cs_xtag(u32 seq, int phase) {
+    return ((seq & 0x1fffu) << 3) | (u32)(phase + 1);
+}
+__device__ __forceinline__ u32 cs_ld_relaxed(const u32* p) {
+    u32 v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ u64 cs_ld_relaxed(const u64* p) {
+    u64 v;
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p));
+    return v;
+}
+// The value of a tagged count, polled until its tag is `tag`.
+__device__ __forceinline__ int cs_xcount(const u32* p, u32 v, u32 tag) {
+    while ((v >> 16) != tag) v = cs_ld_relaxed(p);
+    return (int)(v & 0xffffu);
+}
+// The float of a tagged 64-bit word, polled until its tag is `tag`.
+__device__ __forceinline__ float cs_xfloat(const u64* p, u32 tag) {
+    u64 v = cs_ld_relaxed(p);
+    while ((u32)(v >> 32) != tag) v = cs_ld_relaxed(p);
+    return __uint_as_float((u32)v);
+}
 
 // Barrier of the CTAs of one row: the block's writes (ordered before thread 0 by
 // bar.sync) are released by thread 0's add; after the acquire spin and bar.sync every
@@ -89,8 +124,10 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     const i64 obase = (i64)row * KT;
     const float inv_g = 1.0f / (float)G;
     u64* ctr = bars + (i64)row * 8;
-    int* xme = xch + ((i64)row * CL + rank) * CS_X_STRIDE;
-    auto xpeer = [&](int r) -> const int* { return xch + ((i64)row * CL + r) * CS_X_STRIDE; };
+    u32* xme = reinterpret_cast<u32*>(xch) + ((i64)row * CL + rank) * CS_X_STRIDE;
+    auto xpeer = [&](int r) -> const u32* {
+        return reinterpret_cast<const u32*>(xch) + ((i64)row * CL + r) * CS_X_STRIDE;
+    };
 
     cs_mark(prof, 0);
     if (threadIdx.x == 0) {
@@ -98,22 +135,27 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         base_s = c - c % ((u64)CL * CS_COOP_NB);
     }
     if (threadIdx.x < CS_COOP_MAX_CL) abv[threadIdx.x] = 0;
-    int nbar = 0;
-    // A row of one CTA needs no counter: bar.sync already makes the block's global
+    int nbar = 0, narr = 0;
+    // A row of one CTA needs no barrier counter: bar.sync already makes the block's global
     // writes visible to the block.
     auto barrier = [&]() {
         ++nbar;
-        if (CL == 1) __syncthreads();
-        else cs_row_barrier(ctr, base_s + (u64)CL * nbar);
+        if (CL == 1) {
+            __syncthreads();
+        } else {
+            ++narr;
+            cs_row_barrier(ctr, base_s + (u64)CL * nbar);
+        }
     };
     // The arrivals this launch did not make. They come after every CTA of the row has
     // arrived at this CTA's last barrier, and only the next launch (ordered by the
     // stream) needs them, so a relaxed add suffices: a release add's fence cost thread 0,
-    // and the block scan waiting on it, ~0.45 us (phase timers).
+    // and the block scan waiting on it, ~0.45 us (phase timers). A row of one CTA counts
+    // its launches too: the exchange tags come from the count.
     auto pad_barriers = [&]() {
-        if (CL > 1 && threadIdx.x == 0 && nbar < CS_COOP_NB)
+        if (threadIdx.x == 0 && narr < CS_COOP_NB)
             atomicAdd(reinterpret_cast<unsigned long long*>(ctr),
-                      (unsigned long long)(CS_COOP_NB - nbar));
+                      (unsigned long long)(CS_COOP_NB - narr));
     };
 
     // ---------------- score ----------------
@@ -165,22 +207,27 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             for (int i = 0; i < MW; ++i) wa[u][i] = wb[u][i];
     }
     cs_mark(prof, 2);
+    __syncthreads();  // base_s
+    const u32 seq = (u32)(base_s / ((u64)CL * CS_COOP_NB));  // this launch, for the tags
     {
         float m, t;
         cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);  // (syncs: the table is dead)
         if (threadIdx.x < GT) {
-            __stcg(reinterpret_cast<float*>(xme) + 2 * threadIdx.x, m);
-            __stcg(reinterpret_cast<float*>(xme) + 2 * threadIdx.x + 1, t);
+            const u64 tg = (u64)cs_xtag(seq, 0) << 32;
+            u64* xs = reinterpret_cast<u64*>(xme) + 2 * threadIdx.x;
+            __stcg(reinterpret_cast<unsigned long long*>(xs), tg | __float_as_uint(m));
+            __stcg(reinterpret_cast<unsigned long long*>(xs) + 1, tg | __float_as_uint(t));
         }
     }
-    // LSE of each head from the CL statistics: one warp a head, a fixed merge tree.
+    // LSE of each head from the CL statistics, polled: one warp a head, a fixed merge tree.
     auto merge_lse = [&]() {
+        const u32 tg = cs_xtag(seq, 0);
         for (int j = warp; j < GT; j += NW) {
             float m = -CS_FLT_MAX, t = 0.0f;
             if (lane < CL) {
-                const float* xs = reinterpret_cast<const float*>(xpeer(lane));
-                m = __ldcg(xs + 2 * j);
-                t = __ldcg(xs + 2 * j + 1);
+                const u64* xs = reinterpret_cast<const u64*>(xpeer(lane)) + 2 * j;
+                m = cs_xfloat(xs, tg);
+                t = cs_xfloat(xs + 1, tg);
             }
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) {
@@ -235,32 +282,38 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         }
         __syncthreads();
     };
-    // Export this CTA's counts of a level (nb bins) and their 64-bin group sums.
-    auto export_hist = [&](int nb, int par) {
-        int* xh = xme + CS_X_HIST + par * 4096;
-        int* xg = xme + CS_X_GROUP + par * 64;
+    // Export this CTA's counts of a level (nb bins) and their 64-bin group sums, tagged
+    // with the level's phase.
+    auto export_hist = [&](int nb, int par, int phase) {
+        u32* xh = xme + CS_X_HIST + par * 4096;
+        u32* xg = xme + CS_X_GROUP + par * 64;
+        const u32 tg = cs_xtag(seq, phase) << 16;
         for (int gi = warp; gi < nb / 64; gi += NW) {
             const int v0 = hist[gi * 64 + lane], v1 = hist[gi * 64 + 32 + lane];
-            __stcg(xh + gi * 64 + lane, v0);
-            __stcg(xh + gi * 64 + 32 + lane, v1);
+            __stcg(xh + gi * 64 + lane, tg | (u32)v0);
+            __stcg(xh + gi * 64 + 32 + lane, tg | (u32)v1);
             int s = v0 + v1;
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(CS_FULL, s, o);
-            if (lane == 0) __stcg(xg + gi, s);
+            if (lane == 0) __stcg(xg + gi, tg | (u32)s);
         }
     };
-    // After the barrier: the bin of the need-th largest key over the row, from every
-    // CTA's group sums and then the chosen group's bins. Adds each CTA's count above
-    // the bin to abv[r] and puts its count in the bin in inb[r].
-    auto find_level = [&](int nb, int par, int need, int& bin, int& above, int& cnt) {
+    // The bin of the need-th largest key over the row, from every CTA's group sums and
+    // then the chosen group's bins, polled until they carry the level's tag. Adds each
+    // CTA's count above the bin to abv[r] and puts its count in the bin in inb[r].
+    auto find_level = [&](int nb, int par, int phase, int need, int& bin, int& above,
+                          int& cnt) {
         const int ng = nb / 64;
+        const u32 tg = cs_xtag(seq, phase);
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
         // The peers' counts: every load in flight before the first is used.
         constexpr int XB = (CS_COOP_MAX_CL * 64 + NT - 1) / NT;
-        cs_load_then_store<NT, XB, int>(
-            CL * ng, [&](int i) { return __ldcg(xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng); },
-            [&](int i, int v) {
+        auto gword = [&](int i) { return xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng; };
+        cs_load_then_store<NT, XB, u32>(
+            CL * ng, [&](int i) { return cs_ld_relaxed(gword(i)); },
+            [&](int i, u32 w) {
+                const int v = cs_xcount(gword(i), w, tg);
                 call[(i / ng) * 64 + i % ng] = v;
                 if (v) atomicAdd(&tot[i % ng], v);
             });
@@ -270,12 +323,13 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         const int gsel = found[0], gabove = found[1];
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-        cs_load_then_store<NT, XB, int>(
-            CL * 64,
-            [&](int i) {
-                return __ldcg(xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63));
-            },
-            [&](int i, int v) {
+        auto bword = [&](int i) {
+            return xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63);
+        };
+        cs_load_then_store<NT, XB, u32>(
+            CL * 64, [&](int i) { return cs_ld_relaxed(bword(i)); },
+            [&](int i, u32 w) {
+                const int v = cs_xcount(bword(i), w, tg);
                 hg[i] = v;
                 if (v) atomicAdd(&tot[i & 63], v);
             });
@@ -298,18 +352,17 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         __syncthreads();
     };
 
+    // No row barrier before the statistics or the level-0 counts: their readers poll the
+    // tagged words (v29).
     if constexpr (MODE == 0) {
-        barrier();  // B1: statistics
         merge_lse();
         rank_keys();
-        if (do_sel) export_hist(4096, 0);
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
-        if (do_sel) barrier();  // B2: level-0 counts
     } else {
         rank_keys();
-        if (do_sel) export_hist(4096, 0);
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
-        barrier();  // B1: statistics and level-0 counts
         merge_lse();
     }
     cs_mark(prof, 4);
@@ -356,7 +409,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
 
     // ---------------- top-K: level 0 over the row ----------------
     int b1, above0, nb1;
-    find_level(4096, 0, K, b1, above0, nb1);
+    find_level(4096, 0, 1, K, b1, above0, nb1);
     const int need1 = K - above0;  // 1 <= need1 <= nb1
     cs_mark(prof, 5);
     // A thread takes IT consecutive keys (the compactions keep position order with one
@@ -438,10 +491,10 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             if ((k >> 20) == (u32)b1) atomicAdd(&hist[(k >> 8) & 4095], 1);
         }
         __syncthreads();
-        export_hist(4096, 1);
-        barrier();  // B3: level-1 counts
+        export_hist(4096, 1, 2);
+        barrier();  // B3: every CTA has read level 0 before level 2 rewrites its words
         int b2, above1, n2;
-        find_level(4096, 1, need1, b2, above1, n2);
+        find_level(4096, 1, 2, need1, b2, above1, n2);
         const u32 prefix = ((u32)b1 << 12) | (u32)b2;
         const int need2 = need1 - above1;
         for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
@@ -451,10 +504,10 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             if ((k >> 8) == prefix) atomicAdd(&hist[k & 255], 1);
         }
         __syncthreads();
-        export_hist(256, 0);
+        export_hist(256, 0, 3);
         barrier();  // B4: level-2 counts
         int b3, above2, n3;
-        find_level(256, 0, need2, b3, above2, n3);
+        find_level(256, 0, 3, need2, b3, above2, n3);
         T = (prefix << 8) | (u32)b3;
         const int need3 = need2 - above2;  // keys equal to T to take, in position order
         int eq_before = 0;

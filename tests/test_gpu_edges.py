@@ -128,6 +128,38 @@ def test_few_ties_at_the_kth_value_are_cut_by_position(need, mode, path):
     assert [p in heavy for p in tied] == [j < need for j in range(6)]
 
 
+@pytest.mark.parametrize("mode", ["softmax_sum", "max"])
+def test_cooperative_exchange_tags_over_their_wrap(mode):
+    """The cooperative kernel's CTAs exchange statistics and counts as words tagged with
+    a 13-bit launch number that their readers poll: one plan's two graphs, over two input
+    sets, replayed in turn past the wrap (8192 launches), each result checked around the
+    wrap against its own input's reference. A stale word taken for a current one (a
+    previous launch's, made from the other input) would change the selection."""
+    import cupy
+
+    sizes = dict(batch=1, q_heads=8, kv_heads=2, head_dim=32, subspaces=4, n_centroids=16,
+                 capacity=4096)
+    params = dict(sink=4, window=8, k=300, group_reduce=mode)
+    plan = cupysel.Selector(**sizes, **params)
+    assert plan._core.geometry(0).coop > 1, "a cooperative launch of several CTAs a row"
+    rng = np.random.default_rng(29)
+    hosts = [host_inputs(rng, **sizes, seq_lens=[n]) for n in (4096, 3001)]
+    graphs = [plan.capture(*to_device(*h)) for h in hosts]
+    refs = [reference.select(*h, **params) for h in hosts]
+    checked = 0
+    for i in range(8192 + 64):
+        check = i < 8 or i >= 8192 - 48
+        if check:
+            poison(graphs[i % 2].selection)  # an unwritten output shows
+        sel = graphs[i % 2].replay()
+        if check:
+            cupy.cuda.Device().synchronize()
+            errors = reference.verify(sel, refs[i % 2], sink=4, window=8, k=300)
+            assert not errors, "launch %d:\n%s" % (i, "\n".join(errors))
+            checked += 1
+    assert checked == 8 + 112
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", MODES)
 def test_top_scores_in_sink_and_window_are_not_heavy(mode, path):
