@@ -1,8 +1,10 @@
-"""GPU time of the default plans of one source tree (for an A/B of two trees, run it
-once per tree, alternating, on one machine): graph replays with events around each,
-inputs rotating over 8 sets, median of 200; each result checked against the reference.
+"""GPU time of one source tree's plans: graph replays with events around each, inputs
+rotating over 8 sets, median of 200; each result checked against the reference. For an
+A/B of two trees run it once per tree, alternating, on one machine; with CL, once per
+number of CTAs a row on the cooperative path instead of the plan's choice.
 
-    python3 scripts/ab_graph.py TREE SHAPE[,SHAPE] MODE[,MODE]
+    python3 scripts/ab_graph.py TREE SHAPE[,SHAPE] MODE[,MODE] [CL[,CL]]
+    (e.g. . pqcache-8k softmax_sum 1,2,4,8,16)
 """
 import os
 import sys
@@ -15,6 +17,7 @@ import cupysel  # noqa: E402
 from cupysel import bench, reference  # noqa: E402
 
 assert os.path.dirname(os.path.abspath(cupysel.__file__)) == os.path.join(tree, "cupysel")
+ctas = [int(x) for x in sys.argv[4].split(",")] if len(sys.argv) > 4 else [None]
 stream = cupy.cuda.Stream(non_blocking=True)
 for shape in sys.argv[2].split(","):
     cfg = bench.SHAPES[shape]
@@ -22,21 +25,29 @@ for shape in sys.argv[2].split(","):
     host = [cupy.asnumpy(x) for x in sets[0]]
     kw = dict(sink=cfg["sink"], window=cfg["window"], k=cfg["k"])
     for mode in sys.argv[3].split(","):
-        plan = bench.plan_for(shape, mode)
-        with stream:
-            sel = plan(*sets[0], stream=stream)
-            stream.synchronize()
-            errs = reference.verify(sel, reference.select(*host, **kw, group_reduce=mode), **kw)
-            gs = [plan.capture(*s, stream=stream) for s in sets]
-            for i in range(20):
-                gs[i % 8].replay(stream)
-            ev = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(200)]
-            for i, (a, b) in enumerate(ev):
-                a.record(stream)
-                gs[i % 8].replay(stream)
-                b.record(stream)
-            stream.synchronize()
-            ts = [cupy.cuda.get_elapsed_time(a, b) * 1e3 for a, b in ev]
-        print("%-13s %-11s %6.1f us%s" % (shape, mode, np.median(ts),
-                                          "" if not errs else "  FAIL " + errs[0]), flush=True)
-        del gs, plan
+        ref = reference.select(*host, **kw, group_reduce=mode)
+        out = []
+        for cl in ctas:
+            plan = bench.plan_for(shape, mode)
+            if cl is not None:
+                plan._core.coop_ctas = cl  # before the first call builds anything
+            with stream:
+                sel = plan(*sets[0], stream=stream)
+                stream.synchronize()
+                errs = reference.verify(sel, ref, **kw)
+                gs = [plan.capture(*s, stream=stream) for s in sets]
+                for i in range(20):
+                    gs[i % 8].replay(stream)
+                ev = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(200)]
+                for i, (a, b) in enumerate(ev):
+                    a.record(stream)
+                    gs[i % 8].replay(stream)
+                    b.record(stream)
+                stream.synchronize()
+                ts = [cupy.cuda.get_elapsed_time(a, b) * 1e3 for a, b in ev]
+            geo = plan._core.geometry(0)
+            label = "" if cl is None else "CL%d(chunk %d) " % (geo.coop, geo.chunk)
+            out.append("%s%6.1f us%s" % (label, np.median(ts),
+                                         "" if not errs else " FAIL " + errs[0]))
+            del gs, plan
+        print("%-13s %-11s %s" % (shape, mode, " | ".join(out)), flush=True)
