@@ -234,7 +234,8 @@ def bench_shape(shape, mode, dtype, repeat, bw, check, with_torch, progress, top
         row.replay_sync_us = float(np.median(rs[2:]))
 
     geo = plan._core.geometry(probe[0].device.id)
-    row.path = "coop/%d" % geo.coop if geo.coop else "staged"
+    # coop/CL (per-head scores on chip) or coop/CLk (one key a token)
+    row.path = "coop/%d%s" % (geo.coop, "k" if geo.coop_keys else "") if geo.coop else "staged"
     row.code_mb = code_bytes / 1e6
     row.gbps = code_bytes / (row.gpu_us * 1e-6) / 1e9
     row.floor_us = code_bytes / bw * 1e6

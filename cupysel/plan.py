@@ -44,7 +44,8 @@ class Geometry:
     save: bool       # softmax_sum keeps per-head scores for its second pass
     score_minb: int  # score blocks resident per SM (register cap of the score kernel)
     coop: int = 0     # > 0: cooperative path, this many CTAs per row ...
-    chunk: int = 0    # ... each owning this many positions (a multiple of 32)
+    chunk: int = 0    # ... each owning this many positions (a multiple of 32) ...
+    coop_keys: bool = False  # ... keeping one key a token on chip, not per-head scores
     wsplit: int = 1   # weights blocks per row (max / mean, staged) ...
     wchunk: int = 0   # ... each taking this many output entries
     filt: bool = False  # softmax_sum filtered: cs_rescore scores only tokens above a cut
@@ -56,7 +57,7 @@ SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recom
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
                   smem_per_block=227 * 1024, coop_ctas=None, softmax_filter=True,
-                  fuse_rescore=True):
+                  fuse_rescore=True, coop_keys=None):
     """Score blocks fill the GPU in one wave (as many as fit on the SMs at once, by
     shared memory), their length chosen by the kernel from the lengths; top-K and
     index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
@@ -88,9 +89,10 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     save = (cfg.group_reduce == "softmax_sum" and len(tiles) == 1 and not filt
             and cfg.rows * n * cfg.group * 4 <= SAVE_LIMIT)
     tlen = _round_len(n, max(1, min(-(-n // TSPLIT_LEN), MAX_SPLITS)))
-    coop, chunk = 0, 0
+    coop, chunk, keys = 0, 0, False
     if path in ("auto", "coop"):
-        coop, chunk = coop_geometry(cfg, sm_count, smem_per_block, cooperative, coop_ctas)
+        coop, chunk, keys = coop_geometry(cfg, sm_count, smem_per_block, cooperative, coop_ctas,
+                                          coop_keys, softmax_filter)
         if path == "coop" and not coop:
             raise ValueError("the cooperative path does not fit this configuration on this device")
     # Weights: one block a row where the rows fill the GPU (each block builds a whole
@@ -104,37 +106,45 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     fuse = (filt and fuse_rescore and cooperative and cfg.rows <= slots
             and per_sm * (rescore_smem + COOP_STATIC_SMEM) <= smem_per_sm)
     return Geometry(slots, nsc, max(slots, cfg.rows), -(-n // tlen), tlen, save, per_sm, coop,
-                    chunk, wsplit, -(-total // wsplit), filt, fuse)
+                    chunk, keys, wsplit, -(-total // wsplit), filt, fuse)
 
 
 COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for nothing
 COOP_STATIC_SMEM = 2048  # bytes kept for the cooperative kernel's static shared memory
 
 
-def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None):
-    """(CTAs per row, chunk) of the cooperative path, or (0, 0) where it does not apply.
+def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None, keys=None,
+                  softmax_filter=True):
+    """(CTAs per row, chunk, keys) of the cooperative path, or (0, 0, False) where it does
+    not apply.
 
     Every CTA of the launch must be resident at once (one per SM: the kernel takes 128
     registers a thread), so rows * CL <= SMs; the largest such CL (at most 32) gives the
-    smallest chunk, and the chunk's per-head scores must fit in shared memory next to
-    the table. One lookup-table tile only, with q of the tile (GT * D floats) fitting
-    in the 4096 counts it is staged in."""
+    smallest chunk. The chunk's per-head scores must fit in shared memory next to the
+    table; else (keys) one key a token does, the per-head scores being scored again from
+    the table where needed: the heavy tokens' weights (max, mean), or the tokens above
+    softmax_sum's filter cut, which needs the row's whole histogram in one CTA (CL = 1).
+    `keys` True / False forces a layout (tests). One lookup-table tile only, with q of the
+    tile (GT * D floats) fitting in the 4096 counts it is staged in."""
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
     if not cooperative or len(tiles) != 1 or cfg.group * cfg.head_dim > 4096 or cfg.group > 32:
-        return 0, 0
+        return 0, 0, False
     cl = min(kc.COOP_MAX_CL, sm_count // cfg.rows, -(-cfg.capacity // COOP_MIN_CHUNK))
     if ctas is not None:
         cl = min(cl, ctas)
     if cl < 1:
-        return 0, 0
+        return 0, 0, False
     chunk = -(-(-(-cfg.capacity // cl)) // 32) * 32
     if chunk > kc.COOP_MAX_CHUNK:
-        return 0, 0
-    probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
-                         "int32", cfg.group_reduce, False, tuple(tiles), coop=True)
-    if probe.coop_layout(chunk)[1] > smem_per_block - COOP_STATIC_SMEM:
-        return 0, 0
-    return cl, chunk
+        return 0, 0, False
+    for k in ((False, True) if keys is None else (bool(keys),)):
+        if k and cfg.group_reduce == "softmax_sum" and (cl != 1 or not softmax_filter):
+            continue
+        probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
+                             "int32", cfg.group_reduce, False, tuple(tiles), coop=True, keys=k)
+        if probe.coop_layout(chunk)[1] <= smem_per_block - COOP_STATIC_SMEM:
+            return cl, chunk, k
+    return 0, 0, False
 
 
 def _round_len(n, parts):
@@ -334,6 +344,7 @@ class Core:
         self._lock = threading.Lock()
         self.prof = None  # a device int64 array [rows * CTAs * 32]: phase timestamps
         self.coop_ctas = None  # at most this many CTAs a row on the cooperative path
+        self.coop_keys = None  # its layout: None chooses, True / False forces (tests)
         # Stages whose kernels (after a call's first) are programmatic dependents on sm_90+:
         # their prologue (the partition, the table build) overlaps the previous kernel's
         # tail (see launch.py). Measured on the H100: softmax_sum's second pass -3.4 us,
@@ -369,7 +380,7 @@ class Core:
                 self.cfg, attrs["MultiProcessorCount"], attrs["MaxSharedMemoryPerMultiprocessor"],
                 self.path, bool(attrs.get("CooperativeLaunch", 1)) and cc >= 7,
                 attrs["MaxSharedMemoryPerBlockOptin"], self.coop_ctas, self.softmax_filter,
-                self.fuse_rescore)
+                self.fuse_rescore, self.coop_keys)
         return geo
 
     def kernel_set(self, device_id, q, centroids, codes, seq_lens):
@@ -385,7 +396,7 @@ class Core:
                 m, self.cfg.n_centroids, ds, q.dtype.name, centroids.dtype.name,
                 seq_lens.dtype.name, self.cfg.group_reduce, vec, self.tiles, cvec, geo.save,
                 self.topk == "bitonic", geo.score_minb, bool(geo.coop), geo.filt and not geo.coop,
-                geo.fuse and not geo.coop)
+                geo.fuse and not geo.coop, geo.coop_keys)
             if ks.fuse:
                 # The driver decides residency (registers too): fall back to two launches
                 # where the fused pass's one wave would not fit at once.

@@ -117,6 +117,8 @@ class KernelSet:
     filt: bool = False      # softmax_sum, one head tile: filtered first pass, cs_rescore,
                             # and the top-K on the rescored candidate list
     fuse: bool = False      # filt, with the rescoring in the first pass's cooperative launch
+    keys: bool = False      # coop keeping one key a token, not its per-head scores (rows
+                            # too long for those; softmax_sum: filtered, one CTA a row)
 
     @property
     def p(self):
@@ -152,7 +154,7 @@ class KernelSet:
     def coop_kernel(self):
         gt = self.tiles[0][1]
         a = self._lut_args(gt) + (SEQLEN_CODES[self.len_dtype], MODES[self.mode], int(self.vec),
-                                  NT_COOP)
+                                  NT_COOP, int(self.keys))
         return "cs_coop<%s>" % ",".join(map(str, a))
 
     def score_passes(self):
@@ -188,10 +190,13 @@ class KernelSet:
 
     def coop_layout(self, chunk):
         """(region1 floats, dynamic shared memory bytes) of the cooperative kernel: the
-        table (later the keys), chunk * GP scores, 4096 counts, the gathered bin."""
+        table (later the keys), chunk * GP scores, 4096 counts, the gathered bin; keys:
+        the table, which stays, then the chunk's keys."""
         gp = padded_heads(self.tiles[0][1])
-        region1 = -(-max(self.subspaces * self.p * gp, chunk) // 4) * 4
-        return region1, (region1 + chunk * gp) * 4 + HIST_BYTES + COOP_GATHER_CAP * 8
+        table = self.subspaces * self.p * gp
+        region1 = -(-(table if self.keys else max(table, chunk)) // 4) * 4
+        per_token = 1 if self.keys else gp
+        return region1, (region1 + chunk * per_token) * 4 + HIST_BYTES + COOP_GATHER_CAP * 8
 
     def weights_smem(self, gt):
         return table_smem(self.subspaces, self.n_centroids, self.sub_dim, gt)
@@ -260,4 +265,17 @@ def specializations():
     for m, c, ds, g, qd, cd, ld, mode, vec, cvec in coop:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
                               cvec=cvec, coop=True))
+    coop_keys = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec: one key a token
+        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True),
+        (16, 256, 8, 4, "float16", "float16", "int32", "max", True, True),
+        (16, 256, 8, 4, "bfloat16", "bfloat16", "int64", "mean", True, True),
+        (2, 64, 64, 4, "float32", "float16", "int32", "softmax_sum", True, True),
+        (16, 256, 8, 7, "float16", "float16", "int32", "softmax_sum", True, True),
+        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False),
+        (32, 17, 2, 8, "float16", "float32", "int64", "mean", False, False),
+        (8, 2, 8, 5, "float32", "float32", "int32", "softmax_sum", True, False),
+    ]
+    for m, c, ds, g, qd, cd, ld, mode, vec, cvec in coop_keys:
+        sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
+                              cvec=cvec, coop=True, keys=True))
     return sets

@@ -132,6 +132,26 @@ __device__ __forceinline__ float cs_prob_sum(const float (&acc)[GP], const float
     return r;
 }
 
+// A token's ranking score r from its GT cleaned per-head scores: softmax_sum, the sum of
+// exp(s_j - lse_j) (with centres for lse: the filter's bound v); max; mean.
+template <int GT, int MODE>
+__device__ __forceinline__ float cs_group_rank(const float (&s)[GT], const float (&lse)[GT],
+                                               float inv_g) {
+    if constexpr (MODE == 0) {
+        return cs_prob_sum<GT, GT>(s, lse);
+    } else if constexpr (MODE == 1) {
+        float r = s[0];
+#pragma unroll
+        for (int j = 1; j < GT; ++j) r = fmaxf(r, s[j]);
+        return r;
+    } else {
+        float r = s[0];
+#pragma unroll
+        for (int j = 1; j < GT; ++j) r += s[j];
+        return r * inv_g;
+    }
+}
+
 // Online softmax statistics: running max and sum of exp(s - max). The max starts at
 // -FLT_MAX (not -inf) so that an all -inf row sums to 0 instead of NaN.
 __device__ __forceinline__ void cs_stat_push(float& mx, float& sm, float s) {

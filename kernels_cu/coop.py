@@ -87,8 +87,37 @@ __device__ __forceinline__ void cs_row_barrier(u64* ctr, u64 target) {
     __syncthreads();
 }
 
+// Per-head scores of listed local tokens tok(i), i < n, of a row's codes at crow, scored
+// again from the table (every code load of a round in flight first), handed to
+// use(i, t, acc). Token t walks from phase t as in the score loops: the same bits.
+template <int GT, int GP, int M, int P, int VEC, int NT, typename TOK, typename USE>
+__device__ __forceinline__ void cs_score_list(const float* lut, const u8* __restrict__ crow,
+                                              int n, TOK tok, USE use) {
+    constexpr int U = 4, MW = (M + 3) / 4;
+    for (int i0 = threadIdx.x; i0 < n; i0 += NT * U) {
+        int tk[U];
+        u32 w[U][MW];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int i = i0 + u * NT;
+            tk[u] = i < n ? tok(i) : -1;
+            if (tk[u] >= 0) cs_load_codes<M, VEC>(crow + (i64)tk[u] * M, w[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (tk[u] < 0) break;
+            const int ph = cs_phase<GT, GP, M, P>(tk[u]);
+            int o[M];
+            cs_skew_offsets<GT, GP, M, P>(ph, o);
+            float acc[GP];
+            cs_token_scores<GT, GP, M, P>(lut, w[u], ph, o, acc);
+            use(i0 + u * NT, tk[u], acc);
+        }
+    }
+}
+
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
-          int VEC, int NT>
+          int VEC, int NT, int KS>
 __global__ void __launch_bounds__(NT, 1) cs_coop(
     const void* __restrict__ q, const void* __restrict__ cent, const u8* __restrict__ codes,
     const void* __restrict__ seq_lens, int* __restrict__ out_idx, float* __restrict__ out_w,
@@ -97,15 +126,16 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     int chunk, int region1, int cent_per_seq, long long* __restrict__ prof) {
     constexpr int NW = NT / 32;
     extern __shared__ float4 cs_smem4[];
-    float* lut = reinterpret_cast<float*>(cs_smem4);  // region 1: the table, then ...
-    u32* keys = reinterpret_cast<u32*>(lut);          // ... the keys [chunk]
-    float* sc = lut + region1;                        // scores [chunk][GP]
-    int* hist = reinterpret_cast<int*>(sc + (i64)chunk * GP);  // 4096 counts
+    float* lut = reinterpret_cast<float*>(cs_smem4);  // region 1: the table, then (!KS) ...
+    float* sc = lut + region1;                        // (!KS) scores [chunk][GP]
+    // ... the keys [chunk] over the dead table; KS: the keys after the table, which stays.
+    u32* keys = reinterpret_cast<u32*>(KS ? sc : lut);
+    int* hist = reinterpret_cast<int*>(sc + (i64)chunk * (KS ? 1 : GP));  // 4096 counts
     float* qs = reinterpret_cast<float*>(hist);       // (q, during the table build)
     int* call = hist;                                 // (after an export: [CL][64] group
     int* hg = hist + CS_COOP_MAX_CL * 64;             //  sums, [CL][64] bins of one group)
     u64* gl = reinterpret_cast<u64*>(hist + 4096);    // CS_COOP_GATHER_CAP: the row's bin list
-    __shared__ float red_m[GT][NW], red_s[GT][NW], lse_s[GT];
+    __shared__ float red_m[GT][NW], red_s[GT][NW], lse_s[GT], cen_s[GT];
     __shared__ int tot[64];
     __shared__ int abv[CS_COOP_MAX_CL], inb[CS_COOP_MAX_CL], goff[CS_COOP_MAX_CL + 1];
     __shared__ int scratch[40];
@@ -161,17 +191,27 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     // ---------------- score ----------------
     constexpr int MW = (M + 3) / 4;
     const u8* crow = codes + ((i64)row * N + start) * M;
+    const int cand_lo = S - start, cand_hi = L - W - start;  // candidate range, local
+    const int lo = max(cand_lo, 0), hi = min(cand_hi, nloc);
     if (nloc > 0) {
         const i64 q_off = ((i64)b * Hkv * G + (i64)g * G) * D;
         const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
         cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale,
                                                          prof);
+        // KS softmax_sum ranks by the filter's bound v first (as the staged filtered pass):
+        // the centres from the table, the histogram's memory as scratch.
+        if constexpr (KS && MODE == 0)
+            cs_lut_centres<GT, GP, M, P, NT>(lut, C, reinterpret_cast<float*>(hist), cen_s);
     }
     for (int i = threadIdx.x; i < 4096; i += NT) hist[i] = 0;  // (qs is dead)
+    if constexpr (KS) __syncthreads();  // the loop counts into hist
     cs_mark(prof, 1);
-    float mx[GT], sm[GT];
+    float mx[GT], sm[GT], cen_r[GT];
 #pragma unroll
-    for (int j = 0; j < GT; ++j) { mx[j] = -CS_FLT_MAX; sm[j] = 0.0f; }
+    for (int j = 0; j < GT; ++j) {
+        mx[j] = -CS_FLT_MAX; sm[j] = 0.0f;
+        cen_r[j] = KS && MODE == 0 && nloc > 0 ? cen_s[j] : 0.0f;
+    }
     const int rot = cs_phase<GT, GP, M, P>(threadIdx.x);  // start: a multiple of 32
     int off[M];
     cs_skew_offsets<GT, GP, M, P>(rot, off);
@@ -189,17 +229,30 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             if (t >= nloc) break;
             float acc[GP];
             cs_token_scores<GT, GP, M, P>(lut, wa[u], rot, off, acc);
-            if constexpr (GP % 4 == 0) {
+            if constexpr (KS) {
+                // Only the key stays (max, mean: of r; softmax_sum: of v), counted at once.
+                float s[GT];
 #pragma unroll
-                for (int v = 0; v < GP / 4; ++v)
-                    reinterpret_cast<float4*>(sc + (i64)t * GP)[v] =
-                        make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
+                for (int j = 0; j < GT; ++j) {
+                    s[j] = cs_clean(acc[j]);
+                    cs_stat_push(mx[j], sm[j], s[j]);
+                }
+                const u32 k = cs_key(cs_group_rank<GT, MODE>(s, cen_r, inv_g));
+                keys[t] = k;
+                if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
             } else {
+                if constexpr (GP % 4 == 0) {
 #pragma unroll
-                for (int j = 0; j < GP; ++j) sc[(i64)t * GP + j] = acc[j];
+                    for (int v = 0; v < GP / 4; ++v)
+                        reinterpret_cast<float4*>(sc + (i64)t * GP)[v] =
+                            make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < GP; ++j) sc[(i64)t * GP + j] = acc[j];
+                }
+#pragma unroll
+                for (int j = 0; j < GT; ++j) cs_stat_push(mx[j], sm[j], cs_clean(acc[j]));
             }
-#pragma unroll
-            for (int j = 0; j < GT; ++j) cs_stat_push(mx[j], sm[j], cs_clean(acc[j]));
         }
 #pragma unroll
         for (int u = 0; u < CS_U; ++u)
@@ -239,8 +292,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         __syncthreads();
     };
     // r and the key of every token of the chunk; level-0 counts of the candidates.
-    const int cand_lo = S - start, cand_hi = L - W - start;  // candidate range, local
-    const int lo = max(cand_lo, 0), hi = min(cand_hi, nloc);
     auto rank_keys = [&]() {
         float lse_r[GT];
 #pragma unroll
@@ -261,20 +312,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
 #pragma unroll
                 for (int j = 0; j < GT; ++j) s[j] = cs_clean(sc[(i64)t * GP + j]);
             }
-            float r;
-            if constexpr (MODE == 0) {
-                r = cs_prob_sum<GT, GT>(s, lse_r);
-            } else if constexpr (MODE == 1) {
-                r = s[0];
-#pragma unroll
-                for (int j = 1; j < GT; ++j) r = fmaxf(r, s[j]);
-            } else {
-                r = s[0];
-#pragma unroll
-                for (int j = 1; j < GT; ++j) r += s[j];
-                r *= inv_g;
-            }
-            const u32 k = cs_key(r);
+            const u32 k = cs_key(cs_group_rank<GT, MODE>(s, lse_r, inv_g));
             keys[t] = k;
             // (Aggregating equal bins of a warp with __match_any_sync first was slower:
             // 9.2 instead of 6.3 us for 8192 tokens.)
@@ -352,22 +390,103 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         __syncthreads();
     };
 
+    constexpr int IT = 8;  // consecutive keys a thread takes in the compactions
+    constexpr int LIST_CAP = 2 * CS_COOP_GATHER_CAP;  // ints of gl
+    // A thread takes IT consecutive keys (the compactions keep position order with one
+    // block scan) as two 16-byte loads: scalar loads at stride IT were 8-way bank
+    // conflicts. Keys [tb, tb + IT) lie inside the chunk (tb and chunk are multiples of
+    // IT); the caller masks those outside [lo, hi) (or at or past lim, zero here).
+    auto load_keys = [&](int tb, int lim, u32 (&k)[IT]) {
+        if (tb < lim) {
+            const uint4 v0 = reinterpret_cast<const uint4*>(keys + tb)[0];
+            const uint4 v1 = reinterpret_cast<const uint4*>(keys + tb)[1];
+            k[0] = v0.x; k[1] = v0.y; k[2] = v0.z; k[3] = v0.w;
+            k[4] = v1.x; k[5] = v1.y; k[6] = v1.z; k[7] = v1.w;
+        } else {
+#pragma unroll
+            for (int i = 0; i < IT; ++i) k[i] = 0u;
+        }
+    };
+    // KS softmax_sum, a row of one CTA (the plan's rule): the staged path's filter in
+    // shared memory. The cut on v from v's level 1 (cs_filter_cut: no heavy token lies
+    // below it), then the exact r of every token at or above it and of sink and window
+    // (their weights), its key in place of v's; the other candidates' keys become 0,
+    // below every r (r >= 0, key >= 2^31). The level-0 counts are then r's.
+    auto rescore_keys = [&]() {
+        u32 cut = 0u;
+        if (do_sel) {
+            cs_level1<NT, true>(hist, K, scratch, found);
+            cut = cs_filter_cut<GT>(found[0], cen_s, lse_s);
+        }
+        for (int i = threadIdx.x; i < 4096; i += NT) hist[i] = 0;
+        float lse_r[GT];
+#pragma unroll
+        for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
+        int* lst = reinterpret_cast<int*>(gl);
+        int cnt = 0;
+        auto flush = [&]() {
+            __syncthreads();  // the list and the cleared histogram
+            cs_score_list<GT, GP, M, P, VEC, NT>(
+                lut, crow, cnt, [&](int i) { return lst[i]; },
+                [&](int, int t, const float (&acc)[GP]) {
+                    const u32 k = cs_key(cs_prob_sum<GT, GP>(acc, lse_r));
+                    keys[t] = k;
+                    if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
+                });
+            __syncthreads();  // the list is written again
+            cnt = 0;
+        };
+        for (int t0 = 0; t0 < nloc; t0 += NT * IT) {
+            const int tb = t0 + threadIdx.x * IT;
+            u32 k[IT];
+            load_keys(tb, nloc, k);
+            bool f[IT];
+            int nf = 0;
+#pragma unroll
+            for (int i = 0; i < IT; ++i) {
+                const int t = tb + i;
+                const bool cand = do_sel && t >= lo && t < hi;
+                f[i] = t < nloc && (!cand || k[i] >= cut);
+                if (t < nloc && cand && k[i] < cut) keys[t] = 0u;
+                nf += f[i];
+            }
+            int total;
+            int o = cs_block_exscan<NT>(nf, total, scratch);
+            if (cnt + total > LIST_CAP) flush();  // (total <= NT * IT == LIST_CAP)
+            o += cnt;
+#pragma unroll
+            for (int i = 0; i < IT; ++i) {
+                cs_sts_if(f[i], lst + o, tb + i);
+                o += f[i];
+            }
+            cnt += total;
+        }
+        flush();
+    };
+    static_assert(NT * IT <= LIST_CAP, "a step's list fits gl");
+
     // No row barrier before the statistics or the level-0 counts: their readers poll the
-    // tagged words (v29).
-    if constexpr (MODE == 0) {
+    // tagged words (v29). KS max / mean counted their keys in the score loop.
+    if constexpr (KS && MODE == 0) {
+        merge_lse();
+        rescore_keys();
+        if (do_sel) export_hist(4096, 0, 1);
+        cs_mark(prof, 3);
+    } else if constexpr (MODE == 0) {
         merge_lse();
         rank_keys();
         if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
     } else {
-        rank_keys();
+        if constexpr (!KS) rank_keys();
         if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
         merge_lse();
     }
     cs_mark(prof, 4);
 
-    // Weight of local token t: mean over the group's heads of p.
+    // Weight of local token t: mean over the group's heads of p (KS max / mean: see
+    // score_list, these keep no per-head scores).
     auto weight = [&](int t) -> float {
         if constexpr (MODE == 0) {
             return cs_key_value(keys[t]) * inv_g;  // r = sum of p, kept exactly in the key
@@ -378,21 +497,34 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             return cs_prob_sum<GT, GT>(s, lse_s) * inv_g;
         }
     };
+    float lse_w[GT];  // KS max / mean
+#pragma unroll
+    for (int j = 0; j < GT; ++j) lse_w[j] = lse_s[j];
+    // KS max / mean: the weights of local tokens lst[i] (lst null: a + i), i < n, to
+    // out_w[dst + i], scored again.
+    auto weigh_list = [&](int n, i64 dst, const int* lst, int a) {
+        cs_score_list<GT, GP, M, P, VEC, NT>(
+            lut, crow, n, [&](int i) { return lst ? lst[i] : a + i; },
+            [&](int i, int, const float (&acc)[GP]) {
+                out_w[dst + i] = cs_prob_sum<GT, GP>(acc, lse_w) * inv_g;
+            });
+    };
+    // Local positions [a, e) out to [dst, ...).
+    auto fixed = [&](int a, int e, i64 dst) {
+        for (int t = a + threadIdx.x; t < e; t += NT) {
+            out_idx[dst + t - a] = start + t;
+            if constexpr (!KS || MODE == 0) out_w[dst + t - a] = weight(t);
+        }
+        if constexpr (KS && MODE != 0) weigh_list(e - a, dst, nullptr, a);
+    };
     // Fixed positions: sink and window (or every position of a short row); only the
     // local parts of those ranges are walked.
     {
         const bool all = (i64)L <= (i64)KT;
-        const int e1 = all ? nloc : min(nloc, S - start);   // sink (or all): dst = n
-        for (int t = threadIdx.x; t < e1; t += NT) {
-            out_idx[obase + start + t] = start + t;
-            out_w[obase + start + t] = weight(t);
-        }
+        fixed(0, all ? nloc : min(nloc, S - start), obase + start);  // sink (or all): dst = n
         if (!all) {
-            for (int t = max(0, L - W - start) + threadIdx.x; t < nloc; t += NT) {
-                const i64 dst = obase + S + K + (start + t - (L - W));
-                out_idx[dst] = start + t;
-                out_w[dst] = weight(t);
-            }
+            const int a = max(0, L - W - start);
+            fixed(a, nloc, obase + S + K + (start + a - (L - W)));
         }
     }
     if (rank == 0) {
@@ -412,22 +544,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     find_level(4096, 0, 1, K, b1, above0, nb1);
     const int need1 = K - above0;  // 1 <= need1 <= nb1
     cs_mark(prof, 5);
-    // A thread takes IT consecutive keys (the compactions keep position order with one
-    // block scan) as two 16-byte loads: scalar loads at stride IT were 8-way bank
-    // conflicts. Keys [tb, tb + IT) lie inside the chunk (tb and chunk are multiples of
-    // IT); the caller masks those outside [lo, hi).
-    constexpr int IT = 8;
-    auto load_keys = [&](int tb, u32 (&k)[IT]) {
-        if (tb < hi) {
-            const uint4 v0 = reinterpret_cast<const uint4*>(keys + tb)[0];
-            const uint4 v1 = reinterpret_cast<const uint4*>(keys + tb)[1];
-            k[0] = v0.x; k[1] = v0.y; k[2] = v0.z; k[3] = v0.w;
-            k[4] = v1.x; k[5] = v1.y; k[6] = v1.z; k[7] = v1.w;
-        } else {
-#pragma unroll
-            for (int i = 0; i < IT; ++i) k[i] = 0u;
-        }
-    };
     u32 T;
     int pos_cut = 0x7fffffff, take_eq = 0x7fffffff, heavy_before = S;
     if (nb1 <= CS_COOP_GATHER_CAP) {
@@ -444,7 +560,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
             const int tb = t0 + threadIdx.x * IT;
             u32 k[IT];
-            load_keys(tb, k);
+            load_keys(tb, hi, k);
             bool f[IT];
             int ni = 0;
 #pragma unroll
@@ -529,10 +645,19 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     static_assert(NT * IT <= 4096, "a step's heavy tokens fit obuf");
     const bool count_eq = take_eq != 0x7fffffff;  // uniform: the crowded-bin branch
     int run = heavy_before, eq_run = 0;
+    // KS max / mean: the heavy tokens' weights once LIST_CAP of them are listed in gl (no
+    // longer needed), all their code loads in flight at once, not a step's few at a time.
+    int* pend = reinterpret_cast<int*>(gl);
+    int pn = 0;  // listed, for outputs [run - pn, run)
+    auto flush_weights = [&]() {
+        weigh_list(pn, obase + run - pn, pend, 0);
+        __syncthreads();  // pend is written again
+        pn = 0;
+    };
     for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
         const int tb = t0 + threadIdx.x * IT;
         u32 k[IT];
-        load_keys(tb, k);
+        load_keys(tb, hi, k);
         int ne = 0;
 #pragma unroll
         for (int i = 0; i < IT; ++i) {
@@ -561,15 +686,19 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             o += f[i];
         }
         __syncthreads();
+        if (KS && MODE != 0 && pn + total > LIST_CAP) flush_weights();  // (total <= LIST_CAP)
         for (int j = threadIdx.x; j < total; j += NT) {
             const int t = obuf[j];
             out_idx[obase + run + j] = start + t;
-            out_w[obase + run + j] = weight(t);
+            if constexpr (KS && MODE != 0) pend[pn + j] = t;
+            else out_w[obase + run + j] = weight(t);
         }
         __syncthreads();  // obuf is written again by the next step
         run += total;
         eq_run += etotal;
+        pn += total;
     }
+    if constexpr (KS && MODE != 0) flush_weights();
     cs_mark(prof, 8);
 }
 """

@@ -62,7 +62,9 @@ def split_case(case):
     return sizes, params
 
 
-def run_case(case, path="auto", topk="radix"):
+def run_case(case, path="auto", topk="radix", **core):
+    """Case against the reference, then a second run bit-identical. core: plan knobs
+    (coop_ctas, coop_keys) set before the first call builds anything; returns the plan."""
     sizes, params = split_case(case)
     rng = np.random.default_rng(case["seed"])
     host = host_inputs(rng, **sizes, seq_lens=case["seq_lens"], dtype=case["dtype"],
@@ -70,6 +72,8 @@ def run_case(case, path="auto", topk="radix"):
     dev = to_device(*host)
     plan = cupysel.Selector(**sizes, **params)
     plan._core.path, plan._core.topk = path, topk  # before the first call builds anything
+    for name, value in core.items():
+        setattr(plan._core, name, value)
     sel = plan(*dev)  # first call allocates the plan's buffers
     poison(sel)
     sel = plan(*dev)
@@ -83,6 +87,7 @@ def run_case(case, path="auto", topk="radix"):
     for a, b in zip(first, sel):
         assert a.dtype == b.dtype
         assert bool((a.view(np.int32) == b.view(np.int32)).all()), "second run differs"
+    return plan
 
 
 @pytest.mark.parametrize("i", range(N_RANDOM))
@@ -175,6 +180,61 @@ def test_score_partition_extremes(name, mode):
                 per_sequence_centroids=False, scale=None, seed=5)
     case.update(PARTITION_CASES[name])
     run_case(case, path="staged")
+
+
+def keys_knobs(case, sm_count=132, smem_per_block=227 * 1024):
+    """Plan knobs that put a case on the cooperative path with one key a token (one CTA
+    a row for softmax_sum, two for max / mean where the rows allow), or None where that
+    layout does not apply (an H100's SMs and shared memory)."""
+    from cupysel import plan, validate
+
+    sizes, params = split_case(case)
+    cfg = validate.make_config(**sizes, **params)
+    ctas = 1 if case["group_reduce"] == "softmax_sum" or cfg.rows * 2 > sm_count else 2
+    cl, _, keys = plan.coop_geometry(cfg, sm_count, smem_per_block, ctas=ctas, keys=True)
+    return (dict(coop_ctas=ctas, coop_keys=True), cl) if cl and keys else None
+
+
+KEYS_CASES = [i for i in range(N_RANDOM) if keys_knobs(random_case(i))][:90]
+
+
+@pytest.mark.parametrize("i", KEYS_CASES)
+def test_random_case_coop_keys(i):
+    """The random cases on the cooperative path keeping one key a token (per-head scores
+    scored again from the table for the weights, or above softmax_sum's filter cut)."""
+    case = random_case(i)
+    knobs, cl = keys_knobs(case)
+    plan = run_case(case, path="coop", **knobs)
+    geo = plan._core.geometry(0)
+    assert geo.coop_keys and geo.coop == cl, "the keys layout ran"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rows_of_one_cta_keep_keys_by_default(mode):
+    """batch16-32k's layout at a testable size: with one CTA a row, 32768-token rows keep
+    one key a token (the per-head scores do not fit) by default; a ragged batch, the
+    bench's S / K / W."""
+    case = dict(batch=2, q_heads=32, kv_heads=8, head_dim=128, subspaces=16, n_centroids=256,
+                capacity=32768, seq_lens=[32768, 20001], sink=32, window=64, k=2048,
+                group_reduce=mode, dtype="float16", c_dtype="float16", len_dtype="int32",
+                per_sequence_centroids=False, scale=None, seed=21)
+    plan = run_case(case, coop_ctas=1)
+    geo = plan._core.geometry(0)
+    assert (geo.coop, geo.chunk, geo.coop_keys) == (1, 32768, True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_coop_keys_with_ties(mode):
+    """One key a token where the K-th key's bin is crowded (three centroids: the
+    crowded-bin levels) and where every score ties (one centroid: the first K
+    candidates), against the reference."""
+    for c, n, k in ((3, 40000, 20000), (1, 30000, 700)):
+        case = dict(batch=1, q_heads=4, kv_heads=1, head_dim=16, subspaces=1, n_centroids=c,
+                    capacity=n, seq_lens=[n], sink=2, window=3, k=k, group_reduce=mode,
+                    dtype="float16", c_dtype="float16", len_dtype="int32",
+                    per_sequence_centroids=False, scale=None, seed=c)
+        plan = run_case(case, path="coop", coop_ctas=1, coop_keys=True)
+        assert plan._core.geometry(0).coop_keys
 
 
 @pytest.mark.parametrize("i", range(1, N_RANDOM, 6))

@@ -15,26 +15,46 @@ def config(shape, mode="softmax_sum", **over):
     return validate.make_config(**cfg, group_reduce=mode)
 
 
-@pytest.mark.parametrize("shape,cl,chunk", [
-    ("pqcache-8k", 16, 512), ("llama-32k", 16, 2048), ("llama-128k", 16, 8192),
-    ("batch16-32k", 0, 0), ("batch16-128k", 0, 0), ("qwen-ragged", 0, 0)])
-def test_small_batches_take_the_cooperative_path(shape, cl, chunk):
-    """B = 1 rows split over 16 CTAs (128 of 132 SMs, all resident); big batches, whose
-    rows cannot keep their scores on chip with one CTA per SM, stay staged."""
-    assert coop_geometry(config(shape), **H100) == (cl, chunk)
-    geo = plan_geometry(config(shape), 132)
-    assert (geo.coop, geo.chunk) == (cl, chunk)
+@pytest.mark.parametrize("mode", ["softmax_sum", "max", "mean"])
+@pytest.mark.parametrize("shape,cl,chunk,keys", [
+    ("pqcache-8k", 16, 512, False), ("llama-32k", 16, 2048, False),
+    ("llama-128k", 16, 8192, False), ("batch16-32k", 1, 32768, True),
+    ("batch16-128k", 0, 0, False), ("qwen-ragged", 0, 0, False)])
+def test_which_shapes_take_the_cooperative_path(shape, cl, chunk, keys, mode):
+    """B = 1 rows split over 16 CTAs (128 of 132 SMs, all resident) with their per-head
+    scores on chip; batch16-32k's rows take one CTA each, whose 32768 keys (not 2 MB of
+    scores) fit beside the table; rows of 131072 tokens fit neither and stay staged."""
+    assert coop_geometry(config(shape, mode), **H100) == (cl, chunk, keys)
+    geo = plan_geometry(config(shape, mode), 132)
+    assert (geo.coop, geo.chunk, geo.coop_keys) == (cl, chunk, keys)
+
+
+def test_one_key_a_token_only_where_the_scores_do_not_fit():
+    """keys where the per-head scores do not fit; softmax_sum only with one CTA a row
+    (its filter cut needs the row's whole histogram) and the filter on; a forced layout
+    that does not fit is refused."""
+    cfg = config("llama-32k", batch=4)  # 32 rows: 4 CTAs a row, 8192 tokens each
+    assert coop_geometry(cfg, **H100) == (4, 8192, False)
+    assert coop_geometry(cfg, **H100, keys=True) == (0, 0, False)  # softmax_sum, CL 4
+    assert coop_geometry(config("llama-32k", "max", batch=4), **H100, keys=True) == (4, 8192, True)
+    assert coop_geometry(cfg, **H100, ctas=1) == (1, 32768, True)
+    assert coop_geometry(cfg, **H100, ctas=1, softmax_filter=False) == (0, 0, False)
+    assert coop_geometry(cfg, **H100, ctas=1, keys=False) == (0, 0, False)
+    big = config("llama-32k", "mean", batch=4, capacity=60000)  # keys: 240 KB, too many
+    assert coop_geometry(big, **H100, ctas=1) == (0, 0, False)
+    geo = plan_geometry(config("llama-32k", "max", batch=4), 132, coop_keys=True)
+    assert (geo.coop, geo.chunk, geo.coop_keys) == (4, 8192, True)
 
 
 def test_cooperative_geometry_respects_residency_and_shared_memory():
     cfg = config("llama-128k")
-    cl, chunk = coop_geometry(cfg, sm_count=132, smem_per_block=160 * 1024)  # sm_80-sized
-    assert cl == 0  # 8192-token chunks do not fit next to the table: staged
-    cl, chunk = coop_geometry(config("llama-32k", batch=4), **H100)
+    cl, chunk, _ = coop_geometry(cfg, sm_count=132, smem_per_block=160 * 1024)  # sm_80-sized
+    assert cl == 0  # 8192-token chunks do not fit next to the table (nor 8192 keys)
+    cl, chunk, _ = coop_geometry(config("llama-32k", batch=4), **H100)
     assert cl * 32 <= 132 and cl == 4 and chunk == 8192  # rows * CL never exceeds the SMs
-    assert coop_geometry(cfg, **H100, cooperative=False) == (0, 0)
+    assert coop_geometry(cfg, **H100, cooperative=False) == (0, 0, False)
     short = config("pqcache-8k", capacity=300)
-    assert coop_geometry(short, **H100) == (2, 160)  # at least 256 tokens a CTA, 32-aligned
+    assert coop_geometry(short, **H100) == (2, 160, False)  # at least 256 tokens a CTA, 32-aligned
     with pytest.raises(ValueError, match="cooperative path does not fit"):
         plan_geometry(config("batch16-128k"), 132, path="coop")
 
