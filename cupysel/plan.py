@@ -57,7 +57,7 @@ SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recom
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
                   smem_per_block=227 * 1024, coop_ctas=None, softmax_filter=True,
-                  fuse_rescore=True, coop_keys=None):
+                  fuse_rescore=True, coop_keys=False):
     """Score blocks fill the GPU in one wave (as many as fit on the SMs at once, by
     shared memory), their length chosen by the kernel from the lengths; top-K and
     index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
@@ -113,7 +113,7 @@ COOP_MIN_CHUNK = 256   # tokens: smaller chunks add CTAs (and exchange work) for
 COOP_STATIC_SMEM = 2048  # bytes kept for the cooperative kernel's static shared memory
 
 
-def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None, keys=None,
+def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None, keys=False,
                   softmax_filter=True):
     """(CTAs per row, chunk, keys) of the cooperative path, or (0, 0, False) where it does
     not apply.
@@ -121,11 +121,12 @@ def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None, ke
     Every CTA of the launch must be resident at once (one per SM: the kernel takes 128
     registers a thread), so rows * CL <= SMs; the largest such CL (at most 32) gives the
     smallest chunk. The chunk's per-head scores must fit in shared memory next to the
-    table; else (keys) one key a token does, the per-head scores being scored again from
-    the table where needed: the heavy tokens' weights (max, mean), or the tokens above
-    softmax_sum's filter cut, which needs the row's whole histogram in one CTA (CL = 1).
-    `keys` True / False forces a layout (tests). One lookup-table tile only, with q of the
-    tile (GT * D floats) fitting in the 4096 counts it is staged in."""
+    table. keys (not the default: slower than the staged path where it applies, perf-notes
+    v30): one key a token instead, the per-head scores scored again from the table where
+    needed: the heavy tokens' weights (max, mean), or the tokens above softmax_sum's
+    filter cut, which needs the row's whole histogram in one CTA (CL = 1). One
+    lookup-table tile only, with q of the tile (GT * D floats) fitting in the 4096 counts
+    it is staged in."""
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
     if not cooperative or len(tiles) != 1 or cfg.group * cfg.head_dim > 4096 or cfg.group > 32:
         return 0, 0, False
@@ -137,14 +138,14 @@ def coop_geometry(cfg, sm_count, smem_per_block, cooperative=True, ctas=None, ke
     chunk = -(-(-(-cfg.capacity // cl)) // 32) * 32
     if chunk > kc.COOP_MAX_CHUNK:
         return 0, 0, False
-    for k in ((False, True) if keys is None else (bool(keys),)):
-        if k and cfg.group_reduce == "softmax_sum" and (cl != 1 or not softmax_filter):
-            continue
-        probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
-                             "int32", cfg.group_reduce, False, tuple(tiles), coop=True, keys=k)
-        if probe.coop_layout(chunk)[1] <= smem_per_block - COOP_STATIC_SMEM:
-            return cl, chunk, k
-    return 0, 0, False
+    keys = bool(keys)
+    if keys and cfg.group_reduce == "softmax_sum" and (cl != 1 or not softmax_filter):
+        return 0, 0, False
+    probe = kc.KernelSet(cfg.subspaces, cfg.n_centroids, cfg.sub_dim, "float32", "float32",
+                         "int32", cfg.group_reduce, False, tuple(tiles), coop=True, keys=keys)
+    if probe.coop_layout(chunk)[1] > smem_per_block - COOP_STATIC_SMEM:
+        return 0, 0, False
+    return cl, chunk, keys
 
 
 def _round_len(n, parts):
@@ -344,7 +345,7 @@ class Core:
         self._lock = threading.Lock()
         self.prof = None  # a device int64 array [rows * CTAs * 32]: phase timestamps
         self.coop_ctas = None  # at most this many CTAs a row on the cooperative path
-        self.coop_keys = None  # its layout: None chooses, True / False forces (tests)
+        self.coop_keys = False  # True: its one-key-a-token layout (not the default: v30)
         # Stages whose kernels (after a call's first) are programmatic dependents on sm_90+:
         # their prologue (the partition, the table build) overlaps the previous kernel's
         # tail (see launch.py). Measured on the H100: softmax_sum's second pass -3.4 us,

@@ -5,6 +5,7 @@ number of CTAs a row on the cooperative path instead of the plan's choice.
 
     python3 scripts/ab_graph.py TREE SHAPE[,SHAPE] MODE[,MODE] [CL[,CL]]
     (e.g. . pqcache-8k softmax_sum 1,2,4,8,16)
+CUPYSEL_COOP_KEYS=1 asks for the cooperative path's one-key-a-token layout (perf-notes v30).
 """
 import os
 import sys
@@ -31,6 +32,8 @@ for shape in sys.argv[2].split(","):
             plan = bench.plan_for(shape, mode)
             if cl is not None:
                 plan._core.coop_ctas = cl  # before the first call builds anything
+            if os.environ.get("CUPYSEL_COOP_KEYS") == "1":
+                plan._core.coop_keys = True
             with stream:
                 sel = plan(*sets[0], stream=stream)
                 stream.synchronize()

@@ -1,17 +1,23 @@
 """Phase timestamps (%globaltimer, ns -> us) of the cooperative kernel: row 0, every CTA.
 
     python3 scripts/coop_phases.py SHAPE[,SHAPE] [MODE[,MODE]] [MAX_CTAS_A_ROW]
+CUPYSEL_COOP_KEYS=1 asks for the one-key-a-token layout (perf-notes v30).
 """
+import os
 import sys
 sys.path.insert(0, ".")
 import numpy as np, cupy
 from cupysel import bench
-names = {0: "start", 9: "lutload", 10: "qsync", 1: "lut", 2: "scored", 3: "keys", 4: "B1/2", 5: "L0find", 6: "gath/fin", 7: "finish", 8: "end"}
+names = {0: "start", 9: "lutload", 10: "qsync", 1: "lut", 2: "scored", 11: "cut", 12: "listed",
+         3: "keys", 4: "B1/2", 5: "L0find", 6: "gath/fin", 7: "finish", 13: "1 step", 14: "output",
+         8: "end"}
 for shape in sys.argv[1].split(","):
     for mode in (sys.argv[2] if len(sys.argv) > 2 else "softmax_sum").split(","):
         plan = bench.plan_for(shape, mode)
         if len(sys.argv) > 3:
             plan._core.coop_ctas = int(sys.argv[3])
+        if os.environ.get("CUPYSEL_COOP_KEYS") == "1":
+            plan._core.coop_keys = True
         inp = bench.make_inputs(shape, "float16", 0)
         plan(*inp)
         geo = plan._core.geometry(0)
@@ -26,7 +32,7 @@ for shape in sys.argv[1].split(","):
         t0 = allt[:, :, 0].min()
         print(shape, mode, "CL", geo.coop, "chunk", geo.chunk, "row ends (us):", " ".join("%.1f" % ((r[:, 8].max() - t0) / 1e3) for r in allt[:8]))
         t = allt[0]
-        for ph in (0, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8):
+        for ph in (0, 9, 10, 1, 2, 11, 12, 3, 4, 5, 6, 7, 13, 14, 8):
             col = t[:, ph]
             if (col == 0).all():
                 continue

@@ -210,15 +210,14 @@ def test_random_case_coop_keys(i):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_rows_of_one_cta_keep_keys_by_default(mode):
-    """batch16-32k's layout at a testable size: with one CTA a row, 32768-token rows keep
-    one key a token (the per-head scores do not fit) by default; a ragged batch, the
-    bench's S / K / W."""
+def test_rows_of_one_cta_with_one_key_a_token(mode):
+    """batch16-32k's keys layout at a testable size: one CTA a row of 32768 tokens (whose
+    per-head scores would not fit), a ragged batch, the bench's S / K / W."""
     case = dict(batch=2, q_heads=32, kv_heads=8, head_dim=128, subspaces=16, n_centroids=256,
                 capacity=32768, seq_lens=[32768, 20001], sink=32, window=64, k=2048,
                 group_reduce=mode, dtype="float16", c_dtype="float16", len_dtype="int32",
                 per_sequence_centroids=False, scale=None, seed=21)
-    plan = run_case(case, coop_ctas=1)
+    plan = run_case(case, coop_ctas=1, coop_keys=True)
     geo = plan._core.geometry(0)
     assert (geo.coop, geo.chunk, geo.coop_keys) == (1, 32768, True)
 
