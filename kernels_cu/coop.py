@@ -89,19 +89,11 @@ __device__ __forceinline__ void cs_row_barrier(u64* ctr, u64 target) {
 
 // Per-head scores of listed local tokens tok(i), i < n, of a row's codes at crow, scored
 // again from the table (every code load of a round in flight first), handed to
-// use(i, t, acc). Each token walks its sub-spaces from its lane's phase, not its own (as
-// the weights kernel, perf-notes v24): the listed tokens are not consecutive, and their
-// own phases would collide in the table's bank groups. (The sum's order, so its last
-// bits, may differ from the score loop's.)
+// use(i, t, acc). Token t walks from phase t as in the score loops: the same bits.
 template <int GT, int GP, int M, int P, int VEC, int NT, typename TOK, typename USE>
 __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __restrict__ crow,
                                               int n, TOK tok, USE use) {
     constexpr int U = 4, MW = (M + 3) / 4;
-    // %tid.x read opaquely: else the compiler keeps the score loop's offsets (the same
-    // values) live all the way here, and spills.
-    u32 tid;
-    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
-    const int ph = cs_phase<GT, GP, M, P>((int)tid);
     for (int i0 = threadIdx.x; i0 < n; i0 += NT * U) {
         int tk[U];
         u32 w[U][MW];
@@ -114,7 +106,8 @@ __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __rest
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             if (tk[u] < 0) break;
-            int o[M];  // (again a token: fewer live registers)
+            const int ph = cs_phase<GT, GP, M, P>(tk[u]);
+            int o[M];
             cs_skew_offsets<GT, GP, M, P>(ph, o);
             float acc[GP];
             cs_token_scores<GT, GP, M, P>(lut, w[u], ph, o, acc);
@@ -425,7 +418,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             cs_level1<NT, true>(hist, K, scratch, found);
             cut = cs_filter_cut<GT>(found[0], cen_s, lse_s);
         }
-        cs_mark(prof, 11);
         for (int i = threadIdx.x; i < 4096; i += NT) hist[i] = 0;
         float lse_r[GT];
 #pragma unroll
@@ -469,7 +461,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             }
             cnt += total;
         }
-        cs_mark(prof, 12);
         flush();
     };
     static_assert(NT * IT <= LIST_CAP, "a step's list fits gl");
@@ -706,9 +697,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         run += total;
         eq_run += etotal;
         pn += total;
-        if (t0 == (lo & -IT)) cs_mark(prof, 13);  // one step
     }
-    cs_mark(prof, 14);
     if constexpr (KS && MODE != 0) flush_weights();
     cs_mark(prof, 8);
 }
