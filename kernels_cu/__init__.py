@@ -249,33 +249,28 @@ def specializations():
         if save == "filt":  # and the same with the rescoring fused into the first pass
             sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
                                   cvec=cvec, bitonic=bitonic, filt=True, fuse=True))
-    coop = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec
-        (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True),
-        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True),
-        (16, 256, 8, 4, "bfloat16", "bfloat16", "int32", "max", True, True),
-        (16, 256, 8, 4, "float32", "float32", "int32", "mean", True, True),
-        (16, 256, 8, 7, "float16", "float16", "int64", "softmax_sum", True, True),
-        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True),
-        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False),
-        (8, 2, 8, 5, "float32", "float32", "int32", "mean", True, False),
-        (32, 17, 2, 8, "float16", "float32", "int32", "softmax_sum", False, False),
-        (16, 256, 8, 3, "float16", "float16", "int32", "mean", True, True),
-        (32, 100, 4, 6, "float16", "float16", "int32", "softmax_sum", True, False),
+    coop = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec, keys (one key a token, v30)
+        (2, 64, 64, 4, "float16", "float16", "int32", "softmax_sum", True, True, False),
+        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True, False),
+        (16, 256, 8, 4, "bfloat16", "bfloat16", "int32", "max", True, True, False),
+        (16, 256, 8, 4, "float32", "float32", "int32", "mean", True, True, False),
+        (16, 256, 8, 7, "float16", "float16", "int64", "softmax_sum", True, True, False),
+        (1, 256, 64, 1, "float32", "float16", "int64", "softmax_sum", False, True, False),
+        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False, False),
+        (8, 2, 8, 5, "float32", "float32", "int32", "mean", True, False, False),
+        (32, 17, 2, 8, "float16", "float32", "int32", "softmax_sum", False, False, False),
+        (16, 256, 8, 3, "float16", "float16", "int32", "mean", True, True, False),
+        (32, 100, 4, 6, "float16", "float16", "int32", "softmax_sum", True, False, False),
+        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True, True),
+        (16, 256, 8, 4, "float16", "float16", "int32", "max", True, True, True),
+        (16, 256, 8, 4, "bfloat16", "bfloat16", "int64", "mean", True, True, True),
+        (2, 64, 64, 4, "float32", "float16", "int32", "softmax_sum", True, True, True),
+        (16, 256, 8, 7, "float16", "float16", "int32", "softmax_sum", True, True, True),
+        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False, True),
+        (32, 17, 2, 8, "float16", "float32", "int64", "mean", False, False, True),
+        (8, 2, 8, 5, "float32", "float32", "int32", "softmax_sum", True, False, True),
     ]
-    for m, c, ds, g, qd, cd, ld, mode, vec, cvec in coop:
+    for m, c, ds, g, qd, cd, ld, mode, vec, cvec, keys in coop:
         sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
-                              cvec=cvec, coop=True))
-    coop_keys = [  # M, C, D/M, G, q, c, lens, mode, vec, cvec: one key a token
-        (16, 256, 8, 4, "float16", "float16", "int32", "softmax_sum", True, True),
-        (16, 256, 8, 4, "float16", "float16", "int32", "max", True, True),
-        (16, 256, 8, 4, "bfloat16", "bfloat16", "int64", "mean", True, True),
-        (2, 64, 64, 4, "float32", "float16", "int32", "softmax_sum", True, True),
-        (16, 256, 8, 7, "float16", "float16", "int32", "softmax_sum", True, True),
-        (3, 5, 32, 2, "bfloat16", "float32", "int32", "max", False, False),
-        (32, 17, 2, 8, "float16", "float32", "int64", "mean", False, False),
-        (8, 2, 8, 5, "float32", "float32", "int32", "softmax_sum", True, False),
-    ]
-    for m, c, ds, g, qd, cd, ld, mode, vec, cvec in coop_keys:
-        sets.append(KernelSet(m, c, ds, qd, cd, ld, mode, vec, tuple(head_tiles(g, m, c)),
-                              cvec=cvec, coop=True, keys=True))
+                              cvec=cvec, coop=True, keys=keys))
     return sets

@@ -36,6 +36,8 @@ def test_specializations_cover_the_paths():
     assert {ks.bitonic for ks in SETS} == {True, False}
     assert any(len(ks.tiles) > 1 for ks in SETS), "a head-tiled set"
     assert {ks.coop for ks in SETS} == {True, False}
+    assert {ks.keys for ks in SETS if ks.coop} == {True, False}, "both coop layouts"
+    assert {ks.mode for ks in SETS if ks.keys} == {"softmax_sum", "max", "mean"}
     assert {ks.minb for ks in SETS if not ks.coop} == {1, 2}, "score blocks 1 and 2 an SM"
     planes = {(gt, ks.coop) for ks in SETS for _, gt in ks.tiles
               if kernels_cu.table_planes(gt, ks.subspaces)}
