@@ -485,8 +485,8 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     }
     cs_mark(prof, 4);
 
-    // Weight of local token t: mean over the group's heads of p (KS max / mean: see
-    // score_list, these keep no per-head scores).
+    // Weight of local token t: mean over the group's heads of p (KS max / mean keep no
+    // per-head scores: weigh_list scores them again).
     auto weight = [&](int t) -> float {
         if constexpr (MODE == 0) {
             return cs_key_value(keys[t]) * inv_g;  // r = sum of p, kept exactly in the key
