@@ -160,6 +160,84 @@ def test_cooperative_exchange_tags_over_their_wrap(mode):
     assert checked == 8 + 112
 
 
+def _coop_prof(plan, dev_args):
+    """Phase marks of one call of a cooperative plan: [rows, CTAs, 32] int64."""
+    import cupy
+
+    plan(*dev_args)
+    geo = plan._core.geometry(0)
+    assert geo.coop > 1, "a cooperative launch of several CTAs a row"
+    rows = plan.config.rows
+    plan._core.prof = cupy.zeros(rows * geo.coop * 32, np.int64)
+    sel = plan(*dev_args)
+    cupy.cuda.Device().synchronize()
+    return sel, plan._core.prof.get().reshape(rows, geo.coop, 32)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cooperative_level0_group_predicted_or_not(mode):
+    """Each CTA of a cooperative row reads, with the row's level-0 group sums, the bins of
+    the two groups its own candidates predict for the K-th key, and skips the second
+    polled round where the row's group is one of them (phase mark 15). Row 0 is random;
+    in row 1 the first 300 candidates score far above the rest (s ~ 700), so the K-th
+    key lies among them and the CTAs that hold none predict groups far below: both ways
+    must select as the reference does."""
+    sizes = dict(batch=1, q_heads=8, kv_heads=2, head_dim=64, subspaces=8, n_centroids=32,
+                 capacity=8192)
+    params = dict(sink=4, window=64, k=100, group_reduce=mode)
+    rng = np.random.default_rng(31)
+    q, c, codes, lens = host_inputs(rng, **sizes, seq_lens=[8192], dtype="float32")
+    G, ds = 4, 8
+    q[0, G:2 * G] = q[0, G:G + 1]  # row 1: one query, so code 0 of sub-space 0 scores high
+    sub = q[0, G, :ds]
+    c[1, 0, 0] = 2000.0 * sub / np.linalg.norm(sub)
+    codes[0, 1, :, 0] = np.maximum(codes[0, 1, :, 0], 1)
+    codes[0, 1, 4:304, 0] = 0
+    plan = cupysel.Selector(**sizes, **params)
+    dev = to_device(q, c, codes, lens)
+    sel, prof = _coop_prof(plan, dev)
+    ref = reference.select(q, c, codes, lens, **params)
+    errors = reference.verify(sel, ref, sink=4, window=64, k=100)
+    assert not errors, "\n".join(errors)
+    hit = prof[:, :, 15] > 0
+    assert hit.any() and not hit.all(), "predictions held in some CTAs only (%s)" % hit
+
+
+def test_cooperative_bin_list_carries_each_launch_tag():
+    """The gathered bin list is polled, not fenced by a barrier: a launch must leave every
+    entry of a row's list with its own tag, whichever way the row went (the K-th key's
+    bin gathered, a crowded bin, a short row with no selection), so that no entry ever
+    keeps an old tag that a later launch could take for its own."""
+    import cupy
+
+    from kernels_cu import COOP_GATHER_CAP
+
+    sizes = dict(batch=3, q_heads=4, kv_heads=1, head_dim=32, subspaces=4, n_centroids=16,
+                 capacity=8192)
+    params = dict(sink=4, window=8, k=300, group_reduce="softmax_sum")
+    rng = np.random.default_rng(37)
+    q, c, codes, lens = host_inputs(rng, **sizes, seq_lens=[8192, 8192, 100],
+                                    dtype="float32")
+    codes[1] = codes[1, :, :1]  # row 1: every token alike, its K-th bin crowded
+    plan = cupysel.Selector(**sizes, **params)
+    dev = to_device(q, c, codes, lens)
+    ref = reference.select(q, c, codes, lens, **params)
+    last = None
+    for _ in range(3):
+        sel = plan(*dev)
+        assert plan._core.geometry(0).coop > 1
+        bufs = plan._buffers[0]
+        mem = cupy.cuda.UnownedMemory(bufs.ws_ptrs["glist"], 3 * COOP_GATHER_CAP * 8, bufs)
+        glist = cupy.ndarray((3, COOP_GATHER_CAP), np.uint64, cupy.cuda.MemoryPointer(mem, 0))
+        tags = (glist.get() >> np.uint64(36)).astype(np.int64)
+        assert not reference.verify(sel, ref, sink=4, window=8, k=300)
+        for r in range(3):
+            assert (tags[r] == tags[r, 0]).all() and tags[r, 0] > 0, "row %d" % r
+        if last is not None:
+            assert (tags[:, 0] == last + 8).all(), "one launch later, the next tag"
+        last = tags[:, 0]
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", MODES)
 def test_top_scores_in_sink_and_window_are_not_heavy(mode, path):
