@@ -246,11 +246,10 @@ def _layout(cfg, geo):
     i4 = 4
     if geo.coop:
         # Row barrier counters (they only grow: zeroed here once), one 64-byte line a
-        # row; an exchange record per CTA and a gathered bin list per row (tagged words:
-        # zeroed here once, so that no stale tag from memory used before can match).
-        zero = [("bars", rows * 64), ("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4),
-                ("glist", rows * kc.COOP_GATHER_CAP * 8)]
-        rest = []
+        # row; an exchange record per CTA (tagged words: zeroed here once, so that no
+        # stale tag from memory used before can match); a gathered bin per row.
+        zero = [("bars", rows * 64), ("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4)]
+        rest = [("glist", rows * kc.COOP_GATHER_CAP * 8)]
     else:
         # Kept zero between launches by the kernels themselves (the last block that uses
         # them resets them), so they are cleared only here.
@@ -267,7 +266,7 @@ def _layout(cfg, geo):
     out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
                                  ("weights", rows * total * i4)])
     ws_offs, ws_size = _carve(zero + rest)
-    return Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]] if rest else ws_size,
+    return Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]],
                   (cfg.batch, cfg.kv_heads), total)
 
 

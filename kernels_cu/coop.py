@@ -62,12 +62,6 @@ __device__ __forceinline__ u64 cs_ld_relaxed(const u64* p) {
     asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p));
     return v;
 }
-// A longer tag for the gathered bin list's 64-bit entries (a key's low 20 bits and a
-// local position beside it): unlike a count's, a list entry is not rewritten by every
-// launch unless the kernel does it (it refreshes the entries it does not fill).
-__device__ __forceinline__ u32 cs_xtag28(u32 seq, int phase) {
-    return ((seq & 0x1ffffffu) << 3) | (u32)(phase + 1);
-}
 // The value of a tagged count, polled until its tag is `tag`.
 __device__ __forceinline__ int cs_xcount(const u32* p, u32 v, u32 tag) {
     while ((v >> 16) != tag) v = cs_ld_relaxed(p);
@@ -339,121 +333,59 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             int s = v0 + v1;
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(CS_FULL, s, o);
-            if (lane == 0) {
-                __stcg(xg + gi, tg | (u32)s);
-                tot[gi] = s;  // (nb == 4096) for predict_groups
-            }
+            if (lane == 0) __stcg(xg + gi, tg | (u32)s);
         }
-    };
-    // After level 0's export, the two groups in which this CTA's own candidates put the
-    // row's K-th key (its share of K: the CTA's nl-th key; its group, and the neighbour on
-    // the side of its bin's half), as g0 | g1 << 8 (255: none). find_level reads their
-    // bins with the group sums and skips its second polled round where the row's K-th
-    // key lies in one of them (a group spans 8 binary orders of magnitude of r, so a
-    // key near its edge needs the neighbour).
-    // (KS softmax_sum counts only the keys its filter scored again: nl is capped by the
-    // counts.)
-    auto predict_groups = [&]() -> int {
-        const int nc = max(0, hi - lo);
-        int* pgs = found;  // (free until find_level)
-        __syncthreads();  // the group sums in tot
-        int counted = 0;
-        if (warp == 0) {
-            counted = tot[lane] + tot[lane + 32];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) counted += __shfl_xor_sync(CS_FULL, counted, o);
-        }
-        if (counted > 0 && warp == 0) {  // (uniform in warp 0)
-            const i64 rc = (i64)L - W - S;  // > K (do_sel)
-            const int nl = (int)min((i64)counted, max((i64)1, ((i64)K * nc + rc - 1) / rc));
-            cs_find64(tot, nl, pgs);
-            __syncwarp();
-            const int g = pgs[0];
-            cs_find64(hist + g * 64, nl - pgs[1], pgs + 2);
-            __syncwarp();
-            if (lane == 0) {
-                const int h = pgs[2] < 32 ? g - 1 : g + 1;
-                pgs[0] = g | ((h >= 0 && h < 64 ? h : 255) << 8);
-            }
-        }
-        if (threadIdx.x == 0 && counted == 0) pgs[0] = 0xffff;
-        __syncthreads();
-        return pgs[0];
     };
     // The bin of the need-th largest key over the row, from every CTA's group sums and
-    // then the chosen group's bins, polled until they carry the level's tag. The bins of
-    // the predicted groups (pg: g0 | g1 << 8, 255 for none) come with the sums: one round
-    // where the chosen group is one of them. Adds each CTA's count above the bin to
-    // abv[r] and puts its count in the bin in inb[r].
-    auto find_level = [&](int nb, int par, int phase, int need, int pg, int& bin,
-                          int& above, int& cnt) {
+    // then the chosen group's bins, polled until they carry the level's tag. Adds each
+    // CTA's count above the bin to abv[r] and puts its count in the bin in inb[r].
+    auto find_level = [&](int nb, int par, int phase, int need, int& bin, int& above,
+                          int& cnt) {
         const int ng = nb / 64;
         const u32 tg = cs_xtag(seq, phase);
-        const int p0 = (pg & 255) < ng ? pg & 255 : 255, p1 = (pg >> 8) < ng ? pg >> 8 : 255;
-        // gl is free until the gather: the second group's bins, and two 64-bin sums.
-        int* hg1 = reinterpret_cast<int*>(gl);
-        int* tot2 = hg1 + CS_COOP_MAX_CL * 64;
-        int* tot3 = tot2 + 64;
-        if (threadIdx.x < 64) { tot[threadIdx.x] = 0; tot2[threadIdx.x] = 0; tot3[threadIdx.x] = 0; }
+        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
         // The peers' counts: every load in flight before the first is used.
         constexpr int XB = (CS_COOP_MAX_CL * 64 + NT - 1) / NT;
         auto gword = [&](int i) { return xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng; };
-        auto bword = [&](int grp, int i) {
-            return xpeer(i >> 6) + CS_X_HIST + par * 4096 + grp * 64 + (i & 63);
-        };
-        const int n1 = CL * ng, nx0 = p0 != 255 ? CL * 64 : 0, nx1 = p1 != 255 ? CL * 64 : 0;
-        auto xword = [&](int i) {
-            return i < n1 ? gword(i) : i < n1 + nx0 ? bword(p0, i - n1) : bword(p1, i - n1 - nx0);
-        };
-        cs_load_then_store<NT, 3 * XB, u32>(
-            n1 + nx0 + nx1, [&](int i) { return cs_ld_relaxed(xword(i)); },
+        cs_load_then_store<NT, XB, u32>(
+            CL * ng, [&](int i) { return cs_ld_relaxed(gword(i)); },
             [&](int i, u32 w) {
-                const int v = cs_xcount(xword(i), w, tg);
-                if (i < n1) {
-                    call[(i / ng) * 64 + i % ng] = v;
-                    if (v) atomicAdd(&tot[i % ng], v);
-                } else {
-                    const int s1 = i >= n1 + nx0, j = i - n1 - (s1 ? nx0 : 0);
-                    (s1 ? hg1 : hg)[j] = v;
-                    if (v) atomicAdd((s1 ? tot3 : tot2) + (j & 63), v);
-                }
+                const int v = cs_xcount(gword(i), w, tg);
+                call[(i / ng) * 64 + i % ng] = v;
+                if (v) atomicAdd(&tot[i % ng], v);
             });
         __syncthreads();
         if (warp == 0) cs_find64(tot, need, found);
         __syncthreads();
         const int gsel = found[0], gabove = found[1];
-        const int sp = gsel == p0 ? 0 : gsel == p1 ? 1 : -1;  // (uniform)
-        int* hb = sp > 0 ? hg1 : hg;
-        int* bt = sp > 0 ? tot3 : tot2;
-        if (sp < 0) {  // the row's group was not predicted: round two
-            if (threadIdx.x < 64) tot2[threadIdx.x] = 0;
-            __syncthreads();
-            cs_load_then_store<NT, XB, u32>(
-                CL * 64, [&](int i) { return cs_ld_relaxed(bword(gsel, i)); },
-                [&](int i, u32 w) {
-                    const int v = cs_xcount(bword(gsel, i), w, tg);
-                    hg[i] = v;
-                    if (v) atomicAdd(&tot2[i & 63], v);
-                });
-            __syncthreads();
-        } else {
-            cs_mark(prof, 15);  // (profiling: the prediction held)
-        }
-        if (warp == 0) cs_find64(bt, need - gabove, found + 2);
+        if (threadIdx.x < 64) tot[threadIdx.x] = 0;
+        __syncthreads();
+        auto bword = [&](int i) {
+            return xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63);
+        };
+        cs_load_then_store<NT, XB, u32>(
+            CL * 64, [&](int i) { return cs_ld_relaxed(bword(i)); },
+            [&](int i, u32 w) {
+                const int v = cs_xcount(bword(i), w, tg);
+                hg[i] = v;
+                if (v) atomicAdd(&tot[i & 63], v);
+            });
+        __syncthreads();
+        if (warp == 0) cs_find64(tot, need - gabove, found + 2);
         __syncthreads();
         const int jsel = found[2];
         bin = gsel * 64 + jsel;
         above = gabove + found[3];
-        cnt = bt[jsel];
+        cnt = tot[jsel];
         // Each CTA's count above the bin and in it: one warp a CTA.
         for (int r = warp; r < CL; r += NW) {
             int a = 0;
             for (int i = lane; i < 64; i += 32)
-                a += (i > gsel && i < ng ? call[r * 64 + i] : 0) + (i > jsel ? hb[r * 64 + i] : 0);
+                a += (i > gsel && i < ng ? call[r * 64 + i] : 0) + (i > jsel ? hg[r * 64 + i] : 0);
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(CS_FULL, a, o);
-            if (lane == 0) { abv[r] += a; inb[r] = hb[r * 64 + jsel]; }
+            if (lane == 0) { abv[r] += a; inb[r] = hg[r * 64 + jsel]; }
         }
         __syncthreads();
     };
@@ -533,26 +465,21 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     };
     static_assert(NT * IT <= LIST_CAP, "a step's list fits gl");
 
-    int pg0 = 0xffff;  // predict_groups at level 0 (none)
     // No row barrier before the statistics or the level-0 counts: their readers poll the
     // tagged words (v29). KS max / mean counted their keys in the score loop.
     if constexpr (KS && MODE == 0) {
         merge_lse();
         rescore_keys();
-        if (do_sel) { export_hist(4096, 0, 1); pg0 = predict_groups(); }
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
     } else if constexpr (MODE == 0) {
-        cs_mark(prof, 11);
         merge_lse();
-        cs_mark(prof, 12);
         rank_keys();
-        cs_mark(prof, 13);
-        if (do_sel) { export_hist(4096, 0, 1); pg0 = predict_groups(); }
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
     } else {
         if constexpr (!KS) rank_keys();
-        cs_mark(prof, 13);
-        if (do_sel) { export_hist(4096, 0, 1); pg0 = predict_groups(); }
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
         merge_lse();
     }
@@ -607,34 +534,21 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         }
         if (threadIdx.x == 0) out_cnt[row] = (i64)L <= (i64)KT ? L : KT;
     }
-    // The row's gathered bin list: entries tagged like the exchange words, polled by
-    // their readers (no barrier). A launch that fills n of them writes the other
-    // entries' tags too (refresh_list), so every entry a reader may see carries this
-    // launch's tag or an earlier launch's: never a stale current one.
-    u64* grow = glist + (i64)row * CS_COOP_GATHER_CAP;
-    const u32 ltag = cs_xtag28(seq, 4);
-    auto refresh_list = [&](int n) {
-        for (int j = n + rank * NT + threadIdx.x; j < CS_COOP_GATHER_CAP; j += CL * NT)
-            __stcg(reinterpret_cast<unsigned long long*>(grow + j), (u64)ltag << 36);
-    };
     if (!do_sel) {
-        refresh_list(0);
         pad_barriers();
         return;
     }
 
     // ---------------- top-K: level 0 over the row ----------------
     int b1, above0, nb1;
-    find_level(4096, 0, 1, K, pg0, b1, above0, nb1);
+    find_level(4096, 0, 1, K, b1, above0, nb1);
     const int need1 = K - above0;  // 1 <= need1 <= nb1
     cs_mark(prof, 5);
     u32 T;
     int pos_cut = 0x7fffffff, take_eq = 0x7fffffff, heavy_before = S;
     if (nb1 <= CS_COOP_GATHER_CAP) {
         // The K-th key's bin is small (the usual case): gather it, in position order,
-        // into every CTA and finish the threshold alone. An entry: tag << 36 | the key's
-        // low 20 bits (its top 12 are b1) << 16 | local position (chunk < 2^16); one
-        // store, so a reader that sees the tag sees the entry.
+        // into every CTA and finish the threshold alone.
         if (threadIdx.x == 0) {
             int o = 0;
             for (int r = 0; r < CL; ++r) { goff[r] = o; o += inb[r]; }
@@ -642,7 +556,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         }
         __syncthreads();
         int run = goff[rank];
-        const u64 etag = (u64)ltag << 36;
+        u64* grow = glist + (i64)row * CS_COOP_GATHER_CAP;
         for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
             const int tb = t0 + threadIdx.x * IT;
             u32 k[IT];
@@ -658,25 +572,14 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             int o = run + cs_block_exscan<NT>(ni, total, scratch);
 #pragma unroll
             for (int i = 0; i < IT; ++i) {
-                cs_stcg_if(f[i], grow + o, etag | ((u64)(k[i] & 0xfffffu) << 16) | (u64)(tb + i));
+                cs_stcg_if(f[i], grow + o, ((u64)k[i] << 32) | (u64)(u32)(start + tb + i));
                 o += f[i];
             }
             run += total;
         }
-        refresh_list(nb1);
-        // Every entry polled until it carries this launch's tag; its owner (the last
-        // rank r with goff[r] <= i) gives the position.
+        barrier();  // B3: the row's bin list is complete
         cs_load_then_store<NT, (CS_COOP_GATHER_CAP + NT - 1) / NT, u64>(
-            nb1, [&](int i) { return cs_ld_relaxed(grow + i); },
-            [&](int i, u64 e) {
-                while ((u32)(e >> 36) != ltag) e = cs_ld_relaxed(grow + i);
-                int r = 0;
-#pragma unroll
-                for (int st = CS_COOP_MAX_CL / 2; st > 0; st >>= 1)
-                    if (r + st < CL && goff[r + st] <= i) r += st;
-                const u32 key = ((u32)b1 << 20) | (u32)((e >> 16) & 0xfffffu);
-                gl[i] = ((u64)key << 32) | (u64)(u32)(r * chunk + (int)(e & 0xffffu));
-            });
+            nb1, [&](int i) { return __ldcg(grow + i); }, [&](int i, u64 e) { gl[i] = e; });
         __syncthreads();
         cs_mark(prof, 6);
         cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,
@@ -697,7 +600,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     } else {
         // A crowded bin (ties, or keys packed in few values): two more levels across
         // the row give the K-th key T and each CTA's counts above and equal to it.
-        refresh_list(0);
         for (int i = threadIdx.x; i < 4096; i += NT) hist[i] = 0;
         __syncthreads();
         for (int t = lo + threadIdx.x; t < hi; t += NT) {
@@ -708,7 +610,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         export_hist(4096, 1, 2);
         barrier();  // B3: every CTA has read level 0 before level 2 rewrites its words
         int b2, above1, n2;
-        find_level(4096, 1, 2, need1, 0xffff, b2, above1, n2);
+        find_level(4096, 1, 2, need1, b2, above1, n2);
         const u32 prefix = ((u32)b1 << 12) | (u32)b2;
         const int need2 = need1 - above1;
         for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
@@ -721,7 +623,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         export_hist(256, 0, 3);
         barrier();  // B4: level-2 counts
         int b3, above2, n3;
-        find_level(256, 0, 3, need2, 0xffff, b3, above2, n3);
+        find_level(256, 0, 3, need2, b3, above2, n3);
         T = (prefix << 8) | (u32)b3;
         const int need3 = need2 - above2;  // keys equal to T to take, in position order
         int eq_before = 0;

@@ -8,9 +8,7 @@ import sys
 sys.path.insert(0, ".")
 import numpy as np, cupy
 from cupysel import bench
-names = {0: "start", 9: "lutload", 10: "qsync", 1: "lut", 2: "scored", 11: "stats", 12: "LSE",
-         13: "ranked", 3: "exported", 4: "B1/2", 5: "L0find", 6: "gath/fin", 7: "finish",
-         8: "end"}
+names = {0: "start", 9: "lutload", 10: "qsync", 1: "lut", 2: "scored", 3: "keys", 4: "B1/2", 5: "L0find", 6: "gath/fin", 7: "finish", 8: "end"}
 for shape in sys.argv[1].split(","):
     for mode in (sys.argv[2] if len(sys.argv) > 2 else "softmax_sum").split(","):
         plan = bench.plan_for(shape, mode)
@@ -32,11 +30,9 @@ for shape in sys.argv[1].split(","):
         t0 = allt[:, :, 0].min()
         print(shape, mode, "CL", geo.coop, "chunk", geo.chunk, "row ends (us):", " ".join("%.1f" % ((r[:, 8].max() - t0) / 1e3) for r in allt[:8]))
         t = allt[0]
-        for ph in (0, 9, 10, 1, 2, 11, 12, 13, 3, 4, 5, 6, 7, 8):
+        for ph in (0, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8):
             col = t[:, ph]
             if (col == 0).all():
                 continue
             v = (col[col > 0] - t0) / 1e3
             print("  %-8s min %6.2f med %6.2f max %6.2f" % (names[ph], v.min(), np.median(v), v.max()))
-        hit = (allt[:, :, 15] > 0).mean()
-        print("  level-0 group predicted in %.0f%% of the CTAs" % (100 * hit))
