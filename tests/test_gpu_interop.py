@@ -171,6 +171,12 @@ def test_torch_cuda_graph_capture():
 
 
 def test_two_plans_do_not_share_workspace():
+    """Two plans queued on two streams at once, ten calls each with no sync between.
+    The inputs are made once and synchronised first: copied on the null stream and freed
+    after each call (as this test first did), CuPy's pool could hand one plan's freed
+    input to the next copy while the other stream's kernels still read it: a race of the
+    test's own, which failed once on an H200 (at 5a904ec, whose change the staged path
+    did not run)."""
     rng = np.random.default_rng(7)
     import cupy
 
@@ -178,10 +184,11 @@ def test_two_plans_do_not_share_workspace():
     for p in plans:
         p._core.path = "staged"
     hosts = [host_inputs(rng, **SIZES, seq_lens=[4000, 4000]) for _ in range(2)]
+    devs = [to_device(*h) for h in hosts]
+    cupy.cuda.Device().synchronize()
     streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
-    sels = [p(*to_device(*h), stream=s) for p, h, s in zip(plans, hosts, streams)]
-    for _ in range(10):
-        sels = [p(*to_device(*h), stream=s) for p, h, s in zip(plans, hosts, streams)]
+    for _ in range(11):
+        sels = [p(*d, stream=s) for p, d, s in zip(plans, devs, streams)]
     for s in streams:
         s.synchronize()
     for sel, h in zip(sels, hosts):
