@@ -620,19 +620,9 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
                 for (int j = 0; j < GT; ++j) cs_stat_push(mx[j], sm[j], s[u][j]);
             }
             if constexpr (PASS & 2) {
-                float r;
-                if constexpr (MODE == 0) {
-                    // FILT: v, with finite centres, so no term is NaN.
-                    r = cs_prob_sum<GT, GT>(s[u], lse_r);
-                } else if constexpr (MODE == 1) {
-                    r = s[u][0];
-#pragma unroll
-                    for (int j = 1; j < GT; ++j) r = fmaxf(r, s[u][j]);
-                } else {
-                    r = s[u][0];
-#pragma unroll
-                    for (int j = 1; j < GT; ++j) r += s[u][j];
-                }
+                // (FILT: v, with finite centres, so no term is NaN.) A tile's mean stays a
+                // sum (inv_g 1) until the last tile divides.
+                float r = cs_group_rank<GT, MODE>(s[u], lse_r, 1.0f);
                 if (!first_tile) {
                     const float prev = rbuf[rbase + n];
                     r = MODE == 1 ? fmaxf(prev, r) : prev + r;
