@@ -611,10 +611,18 @@ __device__ __forceinline__ void cs_store_entry(float* lut, int m, int c, const f
     }
 }
 
-template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int NT>
+struct CsNoop {
+    __device__ __forceinline__ void operator()() const {}
+};
+
+// pre() runs once the build's own loads are in flight (the cooperative kernel issues its
+// first codes there, so that their latency hides behind the table's instead of following
+// it).
+template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int NT,
+          typename PRE = CsNoop>
 __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
                              const void* cent, i64 c_off, int C, float scale,
-                             long long* prof = nullptr) {
+                             long long* prof = nullptr, PRE pre = PRE()) {
     constexpr int PER = (M * P + NT - 1) / NT;          // entries per thread
     constexpr int CH = DS / 8;                          // 8-element chunks per entry
     if constexpr (CVEC && DS % 8 == 0 && PER * CH * (CT == 0 ? 2 : 1) <= 8) {
@@ -681,6 +689,7 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
                     raw[k][h] = cs_cent8_load<CT>(cent, c_off + ((i64)m * C + c) * DS + h * 8);
             }
         }
+        pre();
         cs_mark(prof, 9);
 #pragma unroll
         for (int u = 0; u < (GT * M * DS + NT - 1) / NT; ++u) {
@@ -765,6 +774,7 @@ __device__ void cs_build_lut(float* lut, float* qs, const void* q, i64 q_off,
         }
     } else {
         for (int i = threadIdx.x; i < GT * M * DS; i += NT) qs[i] = cs_load<QT>(q, q_off + i) * scale;
+        pre();
         __syncthreads();
         for (int e = threadIdx.x; e < M * P; e += NT) {
             // Planes: lanes across m % 16, so that a warp's stores hit distinct banks.

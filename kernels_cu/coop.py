@@ -193,11 +193,16 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     const u8* crow = codes + ((i64)row * N + start) * M;
     const int cand_lo = S - start, cand_hi = L - W - start;  // candidate range, local
     const int lo = max(cand_lo, 0), hi = min(cand_hi, nloc);
+    // The first step's codes go out once the table's own loads are in flight: their
+    // latency then hides behind the table's. (Issued before the build, they queued ahead
+    // of its loads and made it slower.)
+    u32 wa[CS_U][MW];
     if (nloc > 0) {
         const i64 q_off = ((i64)b * Hkv * G + (i64)g * G) * D;
         const i64 c_off = (cent_per_seq ? (i64)b * Hkv + g : (i64)g) * M * C * DS;
-        cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(lut, qs, q, q_off, cent, c_off, C, scale,
-                                                         prof);
+        cs_build_lut<GT, GP, M, P, DS, QT, CT, CVEC, NT>(
+            lut, qs, q, q_off, cent, c_off, C, scale, prof,
+            [&]() { cs_load_step<M, VEC, CS_U, NT>(crow, threadIdx.x, nloc, wa); });
         // KS softmax_sum ranks by the filter's bound v first (as the staged filtered pass):
         // the centres from the table, the histogram's memory as scratch.
         if constexpr (KS && MODE == 0)
@@ -215,10 +220,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     const int rot = cs_phase<GT, GP, M, P>(threadIdx.x);  // start: a multiple of 32
     int off[M];
     cs_skew_offsets<GT, GP, M, P>(rot, off);
-    // (Loading the first tile before the table build, to overlap it, queued those loads
-    // ahead of the table's and made the build slower.)
-    u32 wa[CS_U][MW];
-    cs_load_step<M, VEC, CS_U, NT>(crow, threadIdx.x, nloc, wa);
     for (int t0 = threadIdx.x; t0 < nloc; t0 += NT * CS_U) {
         u32 wb[CS_U][MW];
         // The next step in flight while this one is scored.
