@@ -204,6 +204,42 @@ __device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const floa
     }
 }
 
+// The same through shared memory (scr: GT * NT float2): every thread stores its GT pairs
+// once, then warp j alone merges head j's NT pairs: a lane's NT / 32 of them taken
+// against the warp's max (one max butterfly), then one sum butterfly. cs_block_stats had
+// every warp merge every head with exps at each of its butterfly's rounds, then a second
+// butterfly a head: ~1.1-1.5 us of the cooperative chain (v33's phase marks). Lane 0 of
+// warp j < GT gets head j's result in (m, t) and returns true; no barrier after it.
+template <int GT, int NT>
+__device__ __forceinline__ bool cs_block_stats_smem(const float (&mx)[GT], const float (&sm)[GT],
+                                                    float2* scr, float& m, float& t) {
+    constexpr int PER = NT / 32;
+    static_assert(GT <= NT / 32, "a warp a head");
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < GT; ++j) scr[j * NT + threadIdx.x] = make_float2(mx[j], sm[j]);
+    __syncthreads();
+    m = -CS_FLT_MAX;
+    t = 0.0f;
+    if (warp >= GT) return false;
+    float2 v[PER];
+#pragma unroll
+    for (int i = 0; i < PER; ++i) v[i] = scr[warp * NT + i * 32 + lane];
+    float a = v[0].x;
+#pragma unroll
+    for (int i = 1; i < PER; ++i) a = fmaxf(a, v[i].x);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(CS_FULL, a, o));
+    float b = 0.0f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) b += v[i].y * __expf(v[i].x - a);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) b += __shfl_xor_sync(CS_FULL, b, o);
+    m = a;
+    t = b;
+    return lane == 0;
+}
+
 // Block-wide exclusive prefix sum of one value per thread (NT threads, NT % 32 == 0,
 // NT <= 1024; T = int, or u64 holding several counters in bit fields). scratch holds
 // >= 33 values. Every thread gets the block total.

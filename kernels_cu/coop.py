@@ -264,11 +264,22 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     __syncthreads();  // base_s
     const u32 seq = (u32)(base_s / ((u64)CL * CS_COOP_NB));  // this launch, for the tags
     {
+        // The CTA's statistics, exported by the thread holding head j's. The per-thread
+        // pairs go through the gathered list's memory (free until the gather) where it
+        // holds them; else two butterflies (syncs: the table is dead).
         float m, t;
-        cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);  // (syncs: the table is dead)
-        if (threadIdx.x < GT) {
+        int j = threadIdx.x;
+        bool holder;
+        if constexpr (!KS && GT * NT * 8 <= CS_COOP_GATHER_CAP * 8) {
+            holder = cs_block_stats_smem<GT, NT>(mx, sm, reinterpret_cast<float2*>(gl), m, t);
+            j = warp;
+        } else {
+            cs_block_stats<GT, NT>(mx, sm, red_m, red_s, m, t);
+            holder = threadIdx.x < GT;
+        }
+        if (holder) {
             const u64 tg = (u64)cs_xtag(seq, 0) << 32;
-            u64* xs = reinterpret_cast<u64*>(xme) + 2 * threadIdx.x;
+            u64* xs = reinterpret_cast<u64*>(xme) + 2 * j;
             __stcg(reinterpret_cast<unsigned long long*>(xs), tg | __float_as_uint(m));
             __stcg(reinterpret_cast<unsigned long long*>(xs) + 1, tg | __float_as_uint(t));
         }
@@ -550,10 +561,16 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     if (nb1 <= CS_COOP_GATHER_CAP) {
         // The K-th key's bin is small (the usual case): gather it, in position order,
         // into every CTA and finish the threshold alone.
-        if (threadIdx.x == 0) {
-            int o = 0;
-            for (int r = 0; r < CL; ++r) { goff[r] = o; o += inb[r]; }
-            goff[CL] = o;
+        if (warp == 0) {  // each CTA's offset in the list: a warp scan (CL <= 32)
+            const int v = lane < CL ? inb[lane] : 0;
+            int x = v;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int y = __shfl_up_sync(CS_FULL, x, o);
+                if (lane >= o) x += y;
+            }
+            if (lane < CL) goff[lane] = x - v;
+            if (lane == CL - 1) goff[CL] = x;
         }
         __syncthreads();
         int run = goff[rank];
@@ -596,8 +613,10 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         }
         if (c) atomicAdd(&found[5], c);
         __syncthreads();
-        heavy_before += found[5];
-        for (int r = 0; r < rank; ++r) heavy_before += abv[r];
+        int a = lane < rank ? abv[lane] : 0;  // the CTAs before this one (rank < 32)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(CS_FULL, a, o);
+        heavy_before += found[5] + a;
     } else {
         // A crowded bin (ties, or keys packed in few values): two more levels across
         // the row give the K-th key T and each CTA's counts above and equal to it.
