@@ -208,7 +208,7 @@ __device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const floa
 // once, then warp j alone merges head j's NT pairs: a lane's NT / 32 of them taken
 // against the warp's max (one max butterfly), then one sum butterfly. cs_block_stats had
 // every warp merge every head with exps at each of its butterfly's rounds, then a second
-// butterfly a head: ~1.1-1.5 us of the cooperative chain (v33's phase marks). Lane 0 of
+// butterfly a head: ~1.1-1.5 us of the cooperative chain (v32's phase marks). Lane 0 of
 // warp j < GT gets head j's result in (m, t) and returns true; no barrier after it.
 template <int GT, int NT>
 __device__ __forceinline__ bool cs_block_stats_smem(const float (&mx)[GT], const float (&sm)[GT],
