@@ -16,6 +16,25 @@ typedef unsigned long long u64;
 #define CS_FLT_MAX 3.402823466e+38f
 #define CS_FULL 0xffffffffu
 
+// Warp-wide sum (every lane gets it; the butterfly's fixed order gives every lane the
+// same bits) and inclusive prefix sum.
+template <typename T>
+__device__ __forceinline__ T cs_warp_sum(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(CS_FULL, v, o);
+    return v;
+}
+template <typename T>
+__device__ __forceinline__ T cs_warp_inscan(T v) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const T y = __shfl_up_sync(CS_FULL, v, o);
+        if (lane >= o) v += y;
+    }
+    return v;
+}
+
 // Input element as float. DT: 0 float32, 1 float16, 2 bfloat16.
 template <int DT>
 __device__ __forceinline__ float cs_load(const void* base, i64 i) {
@@ -164,6 +183,14 @@ __device__ __forceinline__ void cs_stat_merge(float& mx, float& sm, float omx, f
     sm = sm * __expf(mx - m) + osm * __expf(omx - m);
     mx = m;
 }
+// The same over a warp (xor butterfly, fixed order: every lane gets the same bits).
+__device__ __forceinline__ void cs_warp_stat_merge(float& mx, float& sm) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float om = __shfl_xor_sync(CS_FULL, mx, o), os = __shfl_xor_sync(CS_FULL, sm, o);
+        cs_stat_merge(mx, sm, om, os);
+    }
+}
 
 // Per-head (max, sum exp) of the block, in a fixed order (xor butterfly in each warp,
 // then one warp per head over the warps' partials): thread j < GT gets head j's result
@@ -177,22 +204,14 @@ __device__ __forceinline__ void cs_block_stats(const float (&mx)[GT], const floa
 #pragma unroll
     for (int j = 0; j < GT; ++j) {
         float a = mx[j], b = sm[j];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float oa = __shfl_xor_sync(CS_FULL, a, o), ob = __shfl_xor_sync(CS_FULL, b, o);
-            cs_stat_merge(a, b, oa, ob);
-        }
+        cs_warp_stat_merge(a, b);
         if (lane == 0) { red_m[j][warp] = a; red_s[j][warp] = b; }
     }
     __syncthreads();
     // Heads in parallel, one warp each (a serial merge of the warps took ~0.8 us).
     for (int j = warp; j < GT; j += NW) {
         float a = lane < NW ? red_m[j][lane] : -CS_FLT_MAX, b = lane < NW ? red_s[j][lane] : 0.0f;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float oa = __shfl_xor_sync(CS_FULL, a, o), ob = __shfl_xor_sync(CS_FULL, b, o);
-            cs_stat_merge(a, b, oa, ob);
-        }
+        cs_warp_stat_merge(a, b);
         if (lane == 0) { red_m[j][0] = a; red_s[j][0] = b; }
     }
     __syncthreads();
@@ -233,8 +252,7 @@ __device__ __forceinline__ bool cs_block_stats_smem(const float (&mx)[GT], const
     float b = 0.0f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) b += v[i].y * __expf(v[i].x - a);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) b += __shfl_xor_sync(CS_FULL, b, o);
+    b = cs_warp_sum(b);
     m = a;
     t = b;
     return lane == 0;
@@ -247,20 +265,12 @@ template <int NT, typename T>
 __device__ __forceinline__ T cs_block_exscan(T v, T& total, T* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     T x = v;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        T y = __shfl_up_sync(CS_FULL, x, o);
-        if (lane >= o) x += y;
-    }
+    x = cs_warp_inscan(x);
     if (lane == 31) scratch[warp] = x;
     __syncthreads();
     if (warp == 0) {
         T w = lane < NT / 32 ? scratch[lane] : T(0);
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            T y = __shfl_up_sync(CS_FULL, w, o);
-            if (lane >= o) w += y;
-        }
+        w = cs_warp_inscan(w);
         scratch[lane] = w;
     }
     __syncthreads();
@@ -309,11 +319,7 @@ __device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
     const int hi = 63 - 2 * lane, lo = 62 - 2 * lane;
     const int a = v[hi], c = v[lo];
     int incl = a + c;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(CS_FULL, incl, o);
-        if (lane >= o) incl += y;
-    }
+    incl = cs_warp_inscan(incl);
     const int ex = incl - a - c;
     if (ex < need && need <= ex + a) { out[0] = hi; out[1] = ex; }
     else if (ex + a < need && need <= incl) { out[0] = lo; out[1] = ex + a; }

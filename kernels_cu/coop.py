@@ -294,11 +294,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
                 m = cs_xfloat(xs, tg);
                 t = cs_xfloat(xs + 1, tg);
             }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
-                cs_stat_merge(m, t, om, ot);
-            }
+            cs_warp_stat_merge(m, t);
             if (lane == 0) lse_s[j] = m + logf(t);
         }
         __syncthreads();
@@ -343,8 +339,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             __stcg(xh + gi * 64 + lane, tg | (u32)v0);
             __stcg(xh + gi * 64 + 32 + lane, tg | (u32)v1);
             int s = v0 + v1;
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(CS_FULL, s, o);
+            s = cs_warp_sum(s);
             if (lane == 0) __stcg(xg + gi, tg | (u32)s);
         }
     };
@@ -395,8 +390,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             int a = 0;
             for (int i = lane; i < 64; i += 32)
                 a += (i > gsel && i < ng ? call[r * 64 + i] : 0) + (i > jsel ? hg[r * 64 + i] : 0);
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(CS_FULL, a, o);
+            a = cs_warp_sum(a);
             if (lane == 0) { abv[r] += a; inb[r] = hg[r * 64 + jsel]; }
         }
         __syncthreads();
@@ -564,11 +558,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         if (warp == 0) {  // each CTA's offset in the list: a warp scan (CL <= 32)
             const int v = lane < CL ? inb[lane] : 0;
             int x = v;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int y = __shfl_up_sync(CS_FULL, x, o);
-                if (lane >= o) x += y;
-            }
+            x = cs_warp_inscan(x);
             if (lane < CL) goff[lane] = x - v;
             if (lane == CL - 1) goff[CL] = x;
         }
@@ -614,8 +604,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         if (c) atomicAdd(&found[5], c);
         __syncthreads();
         int a = lane < rank ? abv[lane] : 0;  // the CTAs before this one (rank < 32)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(CS_FULL, a, o);
+        a = cs_warp_sum(a);
         heavy_before += found[5] + a;
     } else {
         // A crowded bin (ties, or keys packed in few values): two more levels across

@@ -74,8 +74,7 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
     } else {
         i64 total = 0;
         for (int b = lane; b < B; b += 32) total += length(b);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(CS_FULL, total, o);
+        total = cs_warp_sum(total);
         i64 lo64 = (total * Hkv + slots - 1) / slots;
         lo64 = (lo64 + 31) / 32 * 32;
         lo = lo64 < min_len ? (u32)min_len : (lo64 > hi0 ? hi0 : (u32)lo64);
@@ -85,8 +84,7 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
         const u32 mid = (lo + hi) / 64 * 32;  // in [lo, hi - 32]
         i64 n = 0;
         for (int b = lane; b < B; b += 32) n += cs_row_blocks(length(b), mid);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(CS_FULL, n, o);
+        n = cs_warp_sum(n);
         if (n * Hkv <= slots) hi = mid;
         else lo = mid + 32;
     }
@@ -98,11 +96,7 @@ __device__ __forceinline__ void cs_score_part(const void* seq_lens, int B, int H
         const int b = b0 + lane;
         const int nb = b < B ? (int)cs_row_blocks(length(b), len) : 0;
         i64 incl = (i64)nb * Hkv;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const i64 y = __shfl_up_sync(CS_FULL, incl, o);
-            if (lane >= o) incl += y;
-        }
+        incl = cs_warp_inscan(incl);
         const i64 ex = before + incl - (i64)nb * Hkv;
         if (b < B && blk >= ex && blk < before + incl) {
             const int j = (int)(blk - ex);
@@ -261,11 +255,7 @@ __device__ void cs_lut_centres(const float* lut, int C, float* scr, float* cen) 
                 float mx = -CS_FLT_MAX, sm = 0.0f;
                 for (int c = lane; c < C; c += 32)
                     cs_stat_push(mx, sm, cs_lut_entry<GT, GP, M, P>(lut, m, c, j));
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) {
-                    const float om = __shfl_xor_sync(CS_FULL, mx, o), os = __shfl_xor_sync(CS_FULL, sm, o);
-                    cs_stat_merge(mx, sm, om, os);
-                }
+                cs_warp_stat_merge(mx, sm);
                 p += mx + logf(sm) - log_c;
             }
             if (lane == 0) part[j * NW + warp] = p;
@@ -693,11 +683,7 @@ __global__ void __launch_bounds__(NT, MINB) cs_score(
                 const float2 v = __ldcg(src + i);
                 cs_stat_merge(m, t, v.x, v.y);
             }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                const float om = __shfl_xor_sync(CS_FULL, m, o), ot = __shfl_xor_sync(CS_FULL, t, o);
-                cs_stat_merge(m, t, om, ot);
-            }
+            cs_warp_stat_merge(m, t);
             if (lane == 0) {
                 lse[(i64)row * G + h0 + j] = m + logf(t);
                 lse_s[j] = m + logf(t);

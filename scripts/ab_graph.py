@@ -6,8 +6,11 @@ number of CTAs a row on the cooperative path instead of the plan's choice.
     python3 scripts/ab_graph.py TREE SHAPE[,SHAPE] MODE[,MODE] [CL[,CL]]
     (e.g. . pqcache-8k softmax_sum 1,2,4,8,16)
 CUPYSEL_COOP_KEYS=1 asks for the cooperative path's one-key-a-token layout (perf-notes v30).
+CUPYSEL_REF_DIR=DIR keeps each shape's and mode's reference there, so that the runs of
+several trees (the same inputs: bench.make_inputs) compute it once.
 """
 import os
+import pickle
 import sys
 
 tree = os.path.abspath(sys.argv[1])
@@ -26,7 +29,17 @@ for shape in sys.argv[2].split(","):
     host = [cupy.asnumpy(x) for x in sets[0]]
     kw = dict(sink=cfg["sink"], window=cfg["window"], k=cfg["k"])
     for mode in sys.argv[3].split(","):
-        ref = reference.select(*host, **kw, group_reduce=mode)
+        ref_dir = os.environ.get("CUPYSEL_REF_DIR")
+        ref_path = ref_dir and os.path.join(ref_dir, "%s.%s.pkl" % (shape, mode))
+        if ref_path and os.path.exists(ref_path):
+            with open(ref_path, "rb") as f:
+                ref = pickle.load(f)
+        else:
+            ref = reference.select(*host, **kw, group_reduce=mode)
+            if ref_path:
+                os.makedirs(ref_dir, exist_ok=True)
+                with open(ref_path, "wb") as f:
+                    pickle.dump(ref, f)
         out = []
         for cl in ctas:
             plan = bench.plan_for(shape, mode)
