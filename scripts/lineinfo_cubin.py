@@ -1,7 +1,8 @@
 """Write the cubin of a bench shape's kernel set, compiled by NVRTC for this device's
-architecture with -lineinfo: the same compiler and options as the module CuPy loads when
-scripts/prof_run.py runs with CUPYSEL_LINEINFO=1, so its line table matches the SASS
-that ncu samples. Run it on the device machine and bring the cubin back.
+architecture with -lineinfo: NVRTC with the kernel options and -arch of the module CuPy
+loads when scripts/prof_run.py runs with CUPYSEL_LINEINFO=1, so its line table should
+match the SASS that ncu samples (scripts/stall_lines.py warns where the instruction
+counts differ). Run it on the device machine and bring the cubin back.
 
     python3 scripts/lineinfo_cubin.py SHAPE MODE OUT.cubin
 """
