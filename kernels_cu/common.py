@@ -264,14 +264,11 @@ __device__ __forceinline__ bool cs_block_stats_smem(const float (&mx)[GT], const
 template <int NT, typename T>
 __device__ __forceinline__ T cs_block_exscan(T v, T& total, T* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    T x = v;
-    x = cs_warp_inscan(x);
+    const T x = cs_warp_inscan(v);
     if (lane == 31) scratch[warp] = x;
     __syncthreads();
     if (warp == 0) {
-        T w = lane < NT / 32 ? scratch[lane] : T(0);
-        w = cs_warp_inscan(w);
-        scratch[lane] = w;
+        scratch[lane] = cs_warp_inscan(lane < NT / 32 ? scratch[lane] : T(0));
     }
     __syncthreads();
     const T before = warp ? scratch[warp - 1] : T(0);
@@ -318,8 +315,7 @@ __device__ __forceinline__ void cs_find64(const int* v, int need, int* out) {
     const int lane = threadIdx.x & 31;
     const int hi = 63 - 2 * lane, lo = 62 - 2 * lane;
     const int a = v[hi], c = v[lo];
-    int incl = a + c;
-    incl = cs_warp_inscan(incl);
+    const int incl = cs_warp_inscan(a + c);
     const int ex = incl - a - c;
     if (ex < need && need <= ex + a) { out[0] = hi; out[1] = ex; }
     else if (ex + a < need && need <= incl) { out[0] = lo; out[1] = ex + a; }

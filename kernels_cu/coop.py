@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         float m, t;
         int j = threadIdx.x;
         bool holder;
-        if constexpr (!KS && GT * NT * 8 <= CS_COOP_GATHER_CAP * 8) {
+        if constexpr (!KS && GT * NT <= CS_COOP_GATHER_CAP) {  // GT * NT float2 in gl's u64s
             holder = cs_block_stats_smem<GT, NT>(mx, sm, reinterpret_cast<float2*>(gl), m, t);
             j = warp;
         } else {
@@ -557,8 +557,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         // into every CTA and finish the threshold alone.
         if (warp == 0) {  // each CTA's offset in the list: a warp scan (CL <= 32)
             const int v = lane < CL ? inb[lane] : 0;
-            int x = v;
-            x = cs_warp_inscan(x);
+            const int x = cs_warp_inscan(v);
             if (lane < CL) goff[lane] = x - v;
             if (lane == CL - 1) goff[CL] = x;
         }
