@@ -113,7 +113,7 @@ __device__ __forceinline__ void cs_load_then_store(int n, LD ld, ST st) {
 #pragma unroll
     for (int u = 0; u < B; ++u) {
         const int i = u * NT + threadIdx.x;
-        v[u] = i < n ? ld(i) : T(0);
+        v[u] = i < n ? ld(i) : T{};
     }
 #pragma unroll
     for (int u = 0; u < B; ++u) {

@@ -52,20 +52,25 @@ COOP = r"""
 __device__ __forceinline__ u32 cs_xtag(u32 seq, int phase) {
     return ((seq & 0x1fffu) << 3) | (u32)(phase + 1);
 }
-__device__ __forceinline__ u32 cs_ld_relaxed(const u32* p) {
-    u32 v;
-    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p));
-    return v;
-}
 __device__ __forceinline__ u64 cs_ld_relaxed(const u64* p) {
     u64 v;
     asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p));
     return v;
 }
-// The value of a tagged count, polled until its tag is `tag`.
-__device__ __forceinline__ int cs_xcount(const u32* p, u32 v, u32 tag) {
-    while ((v >> 16) != tag) v = cs_ld_relaxed(p);
-    return (int)(v & 0xffffu);
+__device__ __forceinline__ uint4 cs_ld_relaxed4(const u32* p) {
+    uint4 v;
+    asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+// The values of four tagged counts side by side (16-byte aligned), polled by 16-byte
+// loads until every tag is `tag` (each 4-byte word is read whole: its tag vouches for it).
+__device__ __forceinline__ void cs_xcount4(const u32* p, uint4 w, u32 tag, int (&v)[4]) {
+    while (((w.x >> 16) != tag) | ((w.y >> 16) != tag) | ((w.z >> 16) != tag) |
+           ((w.w >> 16) != tag))
+        w = cs_ld_relaxed4(p);
+    v[0] = (int)(w.x & 0xffffu); v[1] = (int)(w.y & 0xffffu);
+    v[2] = (int)(w.z & 0xffffu); v[3] = (int)(w.w & 0xffffu);
 }
 // The float of a tagged 64-bit word, polled until its tag is `tag`.
 __device__ __forceinline__ float cs_xfloat(const u64* p, u32 tag) {
@@ -352,15 +357,22 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         const u32 tg = cs_xtag(seq, phase);
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-        // The peers' counts: every load in flight before the first is used.
-        constexpr int XB = (CS_COOP_MAX_CL * 64 + NT - 1) / NT;
-        auto gword = [&](int i) { return xpeer(i / ng) + CS_X_GROUP + par * 64 + i % ng; };
-        cs_load_then_store<NT, XB, u32>(
-            CL * ng, [&](int i) { return cs_ld_relaxed(gword(i)); },
-            [&](int i, u32 w) {
-                const int v = cs_xcount(gword(i), w, tg);
-                call[(i / ng) * 64 + i % ng] = v;
-                if (v) atomicAdd(&tot[i % ng], v);
+        // The peers' counts, four tagged words a 16-byte load (a peer's ng and 64 words
+        // are whole 16-byte lines): every load in flight before the first is used, and a
+        // stale quad polled again whole, one round trip a poll.
+        constexpr int XB = (CS_COOP_MAX_CL * 16 + NT - 1) / NT;
+        auto gquad = [&](int i) { return xpeer(4 * i / ng) + CS_X_GROUP + par * 64 + 4 * i % ng; };
+        cs_load_then_store<NT, XB, uint4>(
+            CL * ng / 4, [&](int i) { return cs_ld_relaxed4(gquad(i)); },
+            [&](int i, uint4 w) {
+                int v[4];
+                cs_xcount4(gquad(i), w, tg, v);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int x = 4 * i + e;
+                    call[(x / ng) * 64 + x % ng] = v[e];
+                    if (v[e]) atomicAdd(&tot[x % ng], v[e]);
+                }
             });
         __syncthreads();
         if (warp == 0) cs_find64(tot, need, found);
@@ -368,15 +380,19 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         const int gsel = found[0], gabove = found[1];
         if (threadIdx.x < 64) tot[threadIdx.x] = 0;
         __syncthreads();
-        auto bword = [&](int i) {
-            return xpeer(i >> 6) + CS_X_HIST + par * 4096 + gsel * 64 + (i & 63);
+        auto bquad = [&](int i) {
+            return xpeer(i >> 4) + CS_X_HIST + par * 4096 + gsel * 64 + 4 * (i & 15);
         };
-        cs_load_then_store<NT, XB, u32>(
-            CL * 64, [&](int i) { return cs_ld_relaxed(bword(i)); },
-            [&](int i, u32 w) {
-                const int v = cs_xcount(bword(i), w, tg);
-                hg[i] = v;
-                if (v) atomicAdd(&tot[i & 63], v);
+        cs_load_then_store<NT, XB, uint4>(
+            CL * 16, [&](int i) { return cs_ld_relaxed4(bquad(i)); },
+            [&](int i, uint4 w) {
+                int v[4];
+                cs_xcount4(bquad(i), w, tg, v);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    hg[4 * i + e] = v[e];
+                    if (v[e]) atomicAdd(&tot[(4 * i + e) & 63], v[e]);
+                }
             });
         __syncthreads();
         if (warp == 0) cs_find64(tot, need - gabove, found + 2);
