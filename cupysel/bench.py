@@ -471,8 +471,8 @@ def plot(head, rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 5))
-    labels = ["%s\n%s" % (r.shape, r.mode) for r in rows]
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    labels = ["%s %s" % (r.shape, r.mode) for r in rows]
     x = np.arange(len(rows))
     series = [("cupysel", "gpu_us"), ("read floor", "floor_us"),
               ("torch pipeline", "torch_pipeline_us"), ("torch.topk alone", "torch_topk_us")]
@@ -482,7 +482,8 @@ def plot(head, rows, path):
     ax.set_yscale("log")
     ax.set_ylabel("GPU time per call (us)")
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, fontsize=7)
+    # Slanted, so that 18 labels of up to 24 characters do not run into each other.
+    ax.set_xticklabels(labels, fontsize=7, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_title("cupysel bench on %s (commit %s)" % (head["gpu"], head["commit"]))
     ax.legend()
     fig.tight_layout()
