@@ -1,4 +1,5 @@
-"""Every kernel specialisation compiles with NVRTC for sm_80 and sm_90, with no GPU."""
+"""Every kernel specialisation compiles with NVRTC for sm_80 and sm_90, with no GPU (and
+the exchange microbenchmark's kernels for sm_90)."""
 
 import pytest
 
@@ -50,3 +51,25 @@ def test_broken_source_fails_loudly(monkeypatch):
     monkeypatch.setattr(kernels_cu, "SOURCE", kernels_cu.SOURCE + "\n this is not C++;\n")
     with pytest.raises(RuntimeError, match="NVRTC failed"):
         compile_for_arch(SETS[0], "sm_90")
+
+
+def test_exchange_microbenchmark_compiles():
+    """scripts/xchg_latency.py's kernels (clusters, DSMEM: sm_90) stay compilable."""
+    import importlib.util
+    import pathlib
+
+    from cupy.cuda import nvrtc
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "xchg_latency.py"
+    spec = importlib.util.spec_from_file_location("xchg_latency", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prog = nvrtc.createProgram(mod.SRC, "xchg_latency.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, ["-arch=sm_90", "-std=c++17"])
+        except nvrtc.NVRTCError as e:
+            pytest.fail("NVRTC failed: %s\n%s" % (e, nvrtc.getProgramLog(prog)))
+        assert len(nvrtc.getCUBIN(prog)) > 1000
+    finally:
+        nvrtc.destroyProgram(prog)
