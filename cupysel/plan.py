@@ -247,9 +247,11 @@ def _layout(cfg, geo):
     if geo.coop:
         # Row barrier counters (they only grow: zeroed here once), one 64-byte line a
         # row; an exchange record per CTA (tagged words: zeroed here once, so that no
-        # stale tag from memory used before can match); a gathered bin per row.
-        zero = [("bars", rows * 64), ("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4)]
-        rest = [("glist", rows * kc.COOP_GATHER_CAP * 8)]
+        # stale tag from memory used before can match); two buffers a row for the
+        # gathered bin, polled (zeroed here once: each launch clears the other one).
+        zero = [("bars", rows * 64), ("xch", rows * geo.coop * kc.COOP_X_STRIDE * i4),
+                ("glist", rows * 2 * kc.COOP_GATHER_CAP * 8)]
+        rest = []
     else:
         # Kept zero between launches by the kernels themselves (the last block that uses
         # them resets them), so they are cleared only here.
@@ -266,7 +268,7 @@ def _layout(cfg, geo):
     out_offs, out_size = _carve([("indices", rows * total * i4), ("counts", rows * i4),
                                  ("weights", rows * total * i4)])
     ws_offs, ws_size = _carve(zero + rest)
-    return Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]],
+    return Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]] if rest else ws_size,
                   (cfg.batch, cfg.kv_heads), total)
 
 

@@ -5,7 +5,8 @@ driver refuses the launch otherwise: a CTA that waited on one never scheduled wo
 hang). CTA `rank` of row (b, g) owns positions [rank*chunk, (rank+1)*chunk) and keeps
 their per-head scores in shared memory. The CTAs of a row exchange through a record
 each in global memory (L2). The statistics and the level-0 counts are tagged words that
-their readers poll (cs_xtag: no barrier, no fence); the later exchanges meet at a row
+their readers poll (cs_xtag: no barrier, no fence), and so is the gathered bin (its
+entries are nonzero once written); only the rare crowded-bin levels meet at a row
 barrier (one thread: a release add and an acquire spin, ~0.7 us measured on the H100;
 no cluster needed, so CL can be 16 or more, where clusters of 16 fit only 7 at once).
 Phases, with the exchanges:
@@ -17,9 +18,10 @@ Phases, with the exchanges:
   [x2]    level 0: every CTA polls the 64-bin group sums of every CTA, finds the group
           that holds the K-th key, then polls that group's 64 bins of every CTA: the
           K-th key's bin b1, how many keys lie above it in each CTA, and how many in it;
-  [B3]    gather (|b1| <= CS_COOP_GATHER_CAP, the usual case): each CTA writes its keys of
-          bin b1 (key, position), in position order, at its offset of the row's list;
-          every CTA reads the list and finishes the threshold alone;
+  [x3]    gather (|b1| <= CS_COOP_GATHER_CAP, the usual case): each CTA writes its keys of
+          bin b1 (key, position), in position order, at its offset of the row's list (one
+          of two zero-kept buffers, by the launch's parity); every CTA polls the list
+          until each entry is written and finishes the threshold alone;
   [B3,B4] otherwise two more levels (bits 19..8, then 7..0) the same way: the K-th key
           T, and per CTA the keys above T and equal to T;
   index   each CTA writes its heavy tokens in position order at S + (heavy tokens of
@@ -62,6 +64,12 @@ __device__ __forceinline__ uint4 cs_ld_relaxed4(const u32* p) {
     asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
+}
+// A predicated relaxed 8-byte store (as cs_stcg_if): one a polled list entry, seen whole.
+__device__ __forceinline__ void cs_st_relaxed_if(bool p, u64* a, u64 v) {
+    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %0, 0;\n\t"
+                 "@q st.relaxed.gpu.global.b64 [%1], %2;\n\t}"
+                 :: "r"((int)p), "l"(a), "l"(v) : "memory");
 }
 // The values of four tagged counts side by side (16-byte aligned), polled by 16-byte
 // loads until every tag is `tag` (each 4-byte word is read whole: its tag vouches for it).
@@ -268,6 +276,17 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     cs_mark(prof, 2);
     __syncthreads();  // base_s
     const u32 seq = (u32)(base_s / ((u64)CL * CS_COOP_NB));  // this launch, for the tags
+    // The row's bin list has two buffers, by the launch's parity: this launch gathers into
+    // one (its entries are polled: nonzero is written) and clears the other, which the
+    // previous launch filled and the next one gathers into. The stream orders launches,
+    // so each buffer is all zero when its launch starts (the workspace starts zeroed).
+    {
+        u64* nxt = glist + ((i64)row * 2 + ((seq + 1) & 1)) * CS_COOP_GATHER_CAP;
+        const int per = (CS_COOP_GATHER_CAP + CL - 1) / CL;
+        const int e = min(CS_COOP_GATHER_CAP, (rank + 1) * per);
+        for (int i = rank * per + threadIdx.x; i < e; i += NT)
+            __stcg(reinterpret_cast<unsigned long long*>(nxt + i), 0ull);
+    }
     {
         // The CTA's statistics, exported by the thread holding head j's. The per-thread
         // pairs go through the gathered list's memory (free until the gather) where it
@@ -579,7 +598,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         }
         __syncthreads();
         int run = goff[rank];
-        u64* grow = glist + (i64)row * CS_COOP_GATHER_CAP;
+        u64* grow = glist + ((i64)row * 2 + (seq & 1)) * CS_COOP_GATHER_CAP;
         for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
             const int tb = t0 + threadIdx.x * IT;
             u32 k[IT];
@@ -595,14 +614,20 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             int o = run + cs_block_exscan<NT>(ni, total, scratch);
 #pragma unroll
             for (int i = 0; i < IT; ++i) {
-                cs_stcg_if(f[i], grow + o, ((u64)k[i] << 32) | (u64)(u32)(start + tb + i));
+                cs_st_relaxed_if(f[i], grow + o,
+                                 ((u64)k[i] << 32) | (u64)(0x80000000u | (u32)(start + tb + i)));
                 o += f[i];
             }
             run += total;
         }
-        barrier();  // B3: the row's bin list is complete
+        // No barrier: every entry of the list is polled until it is written (its flag,
+        // bit 31 of the position, is set), all loads in flight first.
         cs_load_then_store<NT, (CS_COOP_GATHER_CAP + NT - 1) / NT, u64>(
-            nb1, [&](int i) { return __ldcg(grow + i); }, [&](int i, u64 e) { gl[i] = e; });
+            nb1, [&](int i) { return cs_ld_relaxed(grow + i); },
+            [&](int i, u64 e) {
+                while (!(e & 0x80000000ull)) e = cs_ld_relaxed(grow + i);
+                gl[i] = e & ~0x80000000ull;
+            });
         __syncthreads();
         cs_mark(prof, 6);
         cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,

@@ -160,6 +160,32 @@ def test_cooperative_exchange_tags_over_their_wrap(mode):
     assert checked == 8 + 112
 
 
+def test_cooperative_bin_list_buffers_take_no_stale_entry():
+    """The cooperative kernel's CTAs poll the gathered bin list until each entry is
+    written (nonzero), in one of two buffers by the launch's parity, and clear the other
+    for the next launch. Three graphs of one plan over three inputs of other lengths,
+    replayed in turn (so each buffer sees a different input each time it is used), every
+    result checked: an entry left from two launches before, taken for this launch's,
+    would change the selection."""
+    import cupy
+
+    sizes = dict(batch=1, q_heads=8, kv_heads=2, head_dim=32, subspaces=4, n_centroids=16,
+                 capacity=4096)
+    params = dict(sink=4, window=8, k=300, group_reduce="softmax_sum")
+    plan = cupysel.Selector(**sizes, **params)
+    assert plan._core.geometry(0).coop > 1
+    rng = np.random.default_rng(37)
+    hosts = [host_inputs(rng, **sizes, seq_lens=[n]) for n in (4096, 2900, 3700)]
+    graphs = [plan.capture(*to_device(*h)) for h in hosts]
+    refs = [reference.select(*h, **params) for h in hosts]
+    for i in range(60):
+        poison(graphs[i % 3].selection)
+        sel = graphs[i % 3].replay()
+        cupy.cuda.Device().synchronize()
+        errors = reference.verify(sel, refs[i % 3], sink=4, window=8, k=300)
+        assert not errors, "launch %d:\n%s" % (i, "\n".join(errors))
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", MODES)
 def test_top_scores_in_sink_and_window_are_not_heavy(mode, path):
