@@ -8,8 +8,8 @@ rows the shape launches.
 
     python3 scripts/cluster_fit.py [SHAPE[,SHAPE]] [MODE]
 
-On a lent H100 80GB HBM3 (the three B=1 shapes, softmax_sum and max): 66 clusters of 2, 30 of 4, 15 of 8
-and 7 of 16 resident at once (perf-notes, "What one exchange costs").
+On a lent H100 80GB HBM3 (the three B=1 shapes, softmax_sum and max): 66 clusters of 2,
+30 of 4, 15 of 8 and 7 of 16 resident at once (perf-notes, "What one exchange costs").
 """
 import ctypes
 import sys
