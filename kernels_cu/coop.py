@@ -328,27 +328,39 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         float lse_r[GT];
 #pragma unroll
         for (int j = 0; j < GT; ++j) lse_r[j] = MODE == 0 ? lse_s[j] : 0.0f;
-#pragma unroll 2
-        for (int t = threadIdx.x; t < nloc; t += NT) {
-            float s[GT];
-            if constexpr (GP % 4 == 0) {
+        // RU tokens' scores loaded first, then ranked: the compiler may keep each token's
+        // loads behind the previous token's key store and count (one shared-memory
+        // array to it), a load latency a token (not checked in the SASS).
+        constexpr int RU = 2;
+        for (int t0 = threadIdx.x; t0 < nloc; t0 += NT * RU) {
+            float s[RU][GT];
 #pragma unroll
-                for (int v = 0; v < GP / 4; ++v) {
-                    const float4 x = reinterpret_cast<const float4*>(sc + (i64)t * GP)[v];
-                    const float xv[4] = {x.x, x.y, x.z, x.w};
+            for (int u = 0; u < RU; ++u) {
+                const int t = min(t0 + u * NT, nloc - 1);  // (a repeat load past the end)
+                if constexpr (GP % 4 == 0) {
 #pragma unroll
-                    for (int i = 0; i < 4; ++i)
-                        if (4 * v + i < GT) s[4 * v + i] = cs_clean(xv[i]);
+                    for (int v = 0; v < GP / 4; ++v) {
+                        const float4 x = reinterpret_cast<const float4*>(sc + (i64)t * GP)[v];
+                        const float xv[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+                        for (int i = 0; i < 4; ++i)
+                            if (4 * v + i < GT) s[u][4 * v + i] = cs_clean(xv[i]);
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < GT; ++j) s[u][j] = cs_clean(sc[(i64)t * GP + j]);
                 }
-            } else {
-#pragma unroll
-                for (int j = 0; j < GT; ++j) s[j] = cs_clean(sc[(i64)t * GP + j]);
             }
-            const u32 k = cs_key(cs_group_rank<GT, MODE>(s, lse_r, inv_g));
-            keys[t] = k;
-            // (Aggregating equal bins of a warp with __match_any_sync first was slower:
-            // 9.2 instead of 6.3 us for 8192 tokens.)
-            if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
+#pragma unroll
+            for (int u = 0; u < RU; ++u) {
+                const int t = t0 + u * NT;
+                if (t >= nloc) break;
+                const u32 k = cs_key(cs_group_rank<GT, MODE>(s[u], lse_r, inv_g));
+                keys[t] = k;
+                // (Aggregating equal bins of a warp with __match_any_sync first was slower:
+                // 9.2 instead of 6.3 us for 8192 tokens.)
+                if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
+            }
         }
         __syncthreads();
     };
@@ -358,13 +370,35 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         u32* xh = xme + CS_X_HIST + par * 4096;
         u32* xg = xme + CS_X_GROUP + par * 64;
         const u32 tg = cs_xtag(seq, phase) << 16;
-        for (int gi = warp; gi < nb / 64; gi += NW) {
-            const int v0 = hist[gi * 64 + lane], v1 = hist[gi * 64 + 32 + lane];
-            __stcg(xh + gi * 64 + lane, tg | (u32)v0);
-            __stcg(xh + gi * 64 + 32 + lane, tg | (u32)v1);
-            int s = v0 + v1;
-            s = cs_warp_sum(s);
-            if (lane == 0) __stcg(xg + gi, tg | (u32)s);
+        // A warp's GW groups side by side: their loads, stores and sums interleaved
+        // (one after another, each warp sum may wait out its five shuffles).
+        constexpr int GW = 64 / NW > 0 ? 64 / NW : 1;
+        for (int g0 = warp; g0 < nb / 64; g0 += NW * GW) {
+            int v0[GW], v1[GW], s[GW];
+#pragma unroll
+            for (int u = 0; u < GW; ++u) {
+                const int gi = g0 + u * NW;
+                v0[u] = gi < nb / 64 ? hist[gi * 64 + lane] : 0;
+                v1[u] = gi < nb / 64 ? hist[gi * 64 + 32 + lane] : 0;
+            }
+#pragma unroll
+            for (int u = 0; u < GW; ++u) {
+                const int gi = g0 + u * NW;
+                if (gi < nb / 64) {
+                    __stcg(xh + gi * 64 + lane, tg | (u32)v0[u]);
+                    __stcg(xh + gi * 64 + 32 + lane, tg | (u32)v1[u]);
+                }
+                s[u] = v0[u] + v1[u];
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+                for (int u = 0; u < GW; ++u) s[u] += __shfl_xor_sync(CS_FULL, s[u], o);
+            if (lane == 0) {
+#pragma unroll
+                for (int u = 0; u < GW; ++u)
+                    if (g0 + u * NW < nb / 64) __stcg(xg + g0 + u * NW, tg | (u32)s[u]);
+            }
         }
     };
     // The bin of the need-th largest key over the row, from every CTA's group sums and
@@ -587,6 +621,15 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     cs_mark(prof, 5);
     u32 T;
     int pos_cut = 0x7fffffff, take_eq = 0x7fffffff, heavy_before = S;
+    // !KS with at most a candidate a thread (pqcache-8k's chunks): the output below in
+    // one pass (v49); glb: entries of the gathered list before this CTA's, counted there.
+    const bool one_pass = !KS && hi - lo <= NT;
+    int glb = 0;
+    // Whether a gathered entry (key << 32 | position) passes the threshold, branch-free.
+    auto gl_heavy = [&](u64 e) -> int {
+        const u32 k = (u32)(e >> 32);
+        return (k > T) | ((k == T) & ((int)(u32)e <= pos_cut));
+    };
     if (nb1 <= CS_COOP_GATHER_CAP) {
         // The K-th key's bin is small (the usual case): gather it, in position order,
         // into every CTA and finish the threshold alone.
@@ -633,20 +676,21 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,
                       scratch, found, T, pos_cut);
         // Heavy tokens before this CTA: those above the bin in lower ranks, plus the
-        // bin's keys of lower ranks that pass the threshold.
-        if (threadIdx.x == 0) found[5] = 0;
-        __syncthreads();
-        int c = 0;
-        for (int i = threadIdx.x; i < goff[rank]; i += NT) {
-            const u64 e = gl[i];
-            const u32 k = (u32)(e >> 32);
-            c += (k > T) | ((k == T) & ((int)(u32)e <= pos_cut));  // no branch an entry
-        }
-        if (c) atomicAdd(&found[5], c);
-        __syncthreads();
+        // bin's keys of lower ranks that pass the threshold (gl[0, goff[rank])), which
+        // the one-candidate-a-thread output counts before its one barrier.
         int a = lane < rank ? abv[lane] : 0;  // the CTAs before this one (rank < 32)
-        a = cs_warp_sum(a);
-        heavy_before += found[5] + a;
+        heavy_before += cs_warp_sum(a);
+        if (one_pass) {
+            glb = goff[rank];
+        } else {
+            if (threadIdx.x == 0) found[5] = 0;
+            __syncthreads();
+            int c = 0;
+            for (int i = threadIdx.x; i < goff[rank]; i += NT) c += gl_heavy(gl[i]);
+            if (c) atomicAdd(&found[5], c);
+            __syncthreads();
+            heavy_before += found[5];
+        }
     } else {
         // A crowded bin (ties, or keys packed in few values): two more levels across
         // the row give the K-th key T and each CTA's counts above and equal to it.
@@ -688,6 +732,43 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     cs_mark(prof, 7);
 
     // ---------------- index: merge-free heavy output ----------------
+    if (one_pass) {
+        // A candidate a thread (warp w: [lo + 32 w, lo + 32 w + 32)), flagged by ballots;
+        // one block barrier gives each warp the counts of the warps before it and the
+        // gathered list's heavy entries of lower ranks. A key equal to T is heavy iff its
+        // position <= pos_cut and fewer than take_eq such keys come before it in the CTA
+        // (one of the two limits is INT_MAX). No staging, no block scan (v49).
+        const int t = lo + threadIdx.x;
+        const bool in = t < hi;
+        const u32 k = in ? keys[t] : 0u;
+        const bool gt = in & (k > T), eq = in & (k == T) & (start + t <= pos_cut);
+        const u32 gm = __ballot_sync(CS_FULL, gt), em = __ballot_sync(CS_FULL, eq);
+        int cg = 0;
+        for (int i = threadIdx.x; i < glb; i += NT) cg += gl_heavy(gl[i]);
+        cg = cs_warp_sum(cg);
+        static_assert(2 * NW <= 40, "two counts a warp in scratch");
+        if (lane == 0) {
+            scratch[warp] = __popc(gm) | (__popc(em) << 16);
+            scratch[NW + warp] = cg;
+        }
+        __syncthreads();
+        const u32 pb = cs_warp_sum(lane < warp ? (u32)scratch[lane] : 0u);
+        heavy_before += cs_warp_sum(lane < NW ? scratch[NW + lane] : 0);
+        const int erun = (int)(pb >> 16);  // equal keys at or before pos_cut, lower warps
+        const u32 lt = (1u << lane) - 1u;
+        const bool f = gt | (eq & (erun + __popc(em & lt) < take_eq));
+        const u32 fm = __ballot_sync(CS_FULL, f);
+        const i64 o = obase + heavy_before + (int)(pb & 0xffffu) + min(erun, take_eq) +
+                      __popc(fm & lt);
+        cs_st_if(f, out_idx + o, start + t);
+        if constexpr (MODE == 0) {
+            cs_st_if(f, out_w + o, cs_key_value(k) * inv_g);
+        } else {
+            if (f) out_w[o] = weight(t);
+        }
+        cs_mark(prof, 8);
+        return;
+    }
     // A step's heavy tokens go (local index, in position order) to obuf, then out in
     // one coalesced pass that computes each one's weight once, with no per-element
     // branch (see cs_st_if).

@@ -104,18 +104,19 @@ def test_all_ties_never_pad_inside_the_count(mode, path):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("need", [1, 3, 6])
-def test_few_ties_at_the_kth_value_are_cut_by_position(need, mode, path):
-    """Six tokens score exactly alike (equal codes, positions 32 apart so every kernel
+@pytest.mark.parametrize("ties,need", [(6, 1), (6, 3), (6, 6), (40, 1), (40, 17), (40, 40)])
+def test_ties_at_the_kth_value_are_cut_by_position(ties, need, mode, path):
+    """`ties` tokens score exactly alike (equal codes, positions 32 apart so every kernel
     sums their sub-spaces in the same order) and K ends inside them: the first `need` of
-    them by position are heavy, the rest are not. Six keys share their top 24 bits, so
-    the finishes that sort such a group in one warp (the cooperative kernel, the staged
-    list finish) take that branch."""
+    them by position are heavy, the rest are not. Six equal keys are few enough for the
+    finishes that sort the K-th key's group in one warp (the cooperative kernel, the
+    staged list finish) to take that branch; forty are more than a warp, so the same
+    finishes take a further radix level and the ordered tie cut."""
     sizes = dict(batch=1, q_heads=4, kv_heads=1, head_dim=32, subspaces=4, n_centroids=16,
                  capacity=2048)
     rng = np.random.default_rng(17)
     q, c, codes, lens = host_inputs(rng, **sizes, seq_lens=[2048], dtype="float32")
-    tied = [100 + 32 * j for j in range(6)]
+    tied = [100 + 32 * j for j in range(ties)]
     codes[0, 0, tied] = codes[0, 0, tied[0]]
     S, W = 4, 8
     r = reference.select(q, c, codes, lens, sink=S, window=W, k=1,
@@ -125,7 +126,7 @@ def test_few_ties_at_the_kth_value_are_cut_by_position(need, mode, path):
     k = int((r > v).sum()) + need
     sel, _ = run((q, c, codes, lens), sizes, path, group_reduce=mode, sink=S, window=W, k=k)
     heavy = set(sel.indices.get()[0, 0, S:S + k].tolist())
-    assert [p in heavy for p in tied] == [j < need for j in range(6)]
+    assert [p in heavy for p in tied] == [j < need for j in range(ties)]
 
 
 @pytest.mark.parametrize("mode", ["softmax_sum", "max"])
