@@ -25,9 +25,11 @@ Phases, with the exchanges:
   [B3,B4] otherwise two more levels (bits 19..8, then 7..0) the same way: the K-th key
           T, and per CTA the keys above T and equal to T;
   index   each CTA writes its heavy tokens in position order at S + (heavy tokens of
-          the CTAs before it): a block prefix sum, no merge. Sink and window positions
-          are written by the CTA that holds them; weights are computed for the chosen
-          tokens only, from the scores kept on chip.
+          the CTAs before it): a block prefix sum a step, no merge; where the CTA's
+          candidates fit its threads, one candidate a thread, placed by ballots after
+          one block barrier. Sink and window positions are written by the CTA that
+          holds them; weights are computed for the chosen tokens only, from the scores
+          kept on chip.
 Every launch adds exactly CL * CS_COOP_NB arrivals to the row's counter (barriers, then
 padding), so the counter never needs resetting: a launch's barrier i waits for
 base + CL * (i + 1), and base / (CL * CS_COOP_NB) numbers the launch for the tags.
