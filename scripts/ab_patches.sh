@@ -8,7 +8,8 @@
 # above +0.3 us (scripts/ab_graph.py: graph medians of 200, two rounds, the trees
 # alternating, every result checked against the reference). A host patch (Python only)
 # wins when select()'s hot host time at pqcache-8k drops by 1 us or more in both rounds
-# (scripts/host_time.py). The winners' tests then run in gpu_check.
+# (scripts/host_time.py). The winners' tests then run in gpu_check (SKIP_GC=1: not;
+# GC_LIMIT: seconds from the start by which gpu_check must end, default 560).
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
@@ -96,6 +97,7 @@ print(" ".join(win))
 PY
 )
 log "winners: ${WIN:-none}"
+[ "${SKIP_GC:-0}" = 1 ] && { log "end (SKIP_GC=1: no gpu_check)"; exit 0; }
 mk final $WIN || exit 1
 NAME="base$(for p in $WIN; do printf '+%s' "$(basename "$p" .patch)"; done)"
 G=/tmp/gc
