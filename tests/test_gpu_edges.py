@@ -94,9 +94,9 @@ def test_special_values(poison_kind, mode, path):
 @pytest.mark.parametrize("mode", MODES)
 def test_wide_score_range(mode, path):
     """Scores spread over hundreds (q scaled by 30): most probabilities underflow, and
-    a CTA's own maximum can lie far below its row's LSE (the cooperative softmax_sum
-    ranks by exp(s - m_cta) * exp(m_cta - LSE)); the selection and the weights still
-    follow the reference."""
+    a CTA's own maximum can lie far below its row's LSE (as a ranking that factors
+    p = exp(s - m_cta) * exp(m_cta - LSE) must survive: perf-notes v51); the selection
+    and the weights still follow the reference."""
     sizes = dict(batch=1, q_heads=8, kv_heads=2, head_dim=64, subspaces=8, n_centroids=64,
                  capacity=16384)
     rng = np.random.default_rng(17)
