@@ -180,8 +180,7 @@ def resolve_stream(stream, device_id):
     import cupy
 
     if stream is None:
-        with cupy.cuda.Device(device_id):
-            s = cupy.cuda.get_current_stream()
+        s = cupy.cuda.get_current_stream(device_id)
     elif isinstance(stream, (cupy.cuda.Stream, cupy.cuda.ExternalStream)):
         s = stream
     elif hasattr(stream, "__cuda_stream__") or hasattr(stream, "cuda_stream"):
@@ -237,6 +236,7 @@ class Layout(NamedTuple):
     zero_bytes: int  # the workspace's leading bytes that start at zero
     shape: tuple  # (B, Hkv)
     total: int  # S + K + W
+    out_shape: tuple  # (B, Hkv, S + K + W)
 
 
 def _layout(cfg, geo):
@@ -269,7 +269,39 @@ def _layout(cfg, geo):
                                  ("weights", rows * total * i4)])
     ws_offs, ws_size = _carve(zero + rest)
     return Layout(out_offs, out_size, ws_offs, ws_size, ws_offs[rest[0][0]] if rest else ws_size,
-                  (cfg.batch, cfg.kv_heads), total)
+                  (cfg.batch, cfg.kv_heads), total, (cfg.batch, cfg.kv_heads, total))
+
+
+def _current(device_id, stream):
+    """Whether device_id and stream are already the current device and its current stream.
+
+    select() is usually called on the current device and stream; entering CuPy's Device
+    and Stream contexts anyway cost ~1 us each on every call (host profile, perf-notes
+    "Host side")."""
+    import cupy
+
+    return (cupy.cuda.runtime.getDevice() == device_id
+            and cupy.cuda.get_current_stream().ptr == stream.ptr)
+
+
+def _alloc(device_id, stream, out_size, ws_size=None, zero_bytes=0):
+    """(out, workspace or None): blocks from CuPy's pool on device_id, in `stream`'s arena
+    (the pool files blocks by the current stream, so memory freed there is reused only in
+    that stream's order); a new workspace's first zero_bytes cleared on `stream`."""
+    import cupy
+
+    def alloc():
+        out = cupy.cuda.alloc(out_size)
+        if ws_size is None:
+            return out, None
+        ws = cupy.cuda.alloc(ws_size)
+        ws.memset_async(0, zero_bytes, stream)
+        return out, ws
+
+    if _current(device_id, stream):
+        return alloc()
+    with cupy.cuda.Device(device_id), stream:
+        return alloc()
 
 
 class Buffers:
@@ -277,34 +309,43 @@ class Buffers:
 
     Two allocations (allocation costs host time on every select() call): the three
     outputs are views of one block; the workspace is another, its parts known only by
-    their pointers (``ptrs``). The parts that must start at zero come first and are
+    their pointers (``ws_ptrs``). The parts that must start at zero come first and are
     cleared by one memset on the launch stream. A ``workspace`` passed in was made here
     before and has been used only by launches of the same plan (the kernels leave its
     zeroed parts as they found them), so it is taken as it is."""
 
+    __slots__ = ("workspace", "indices", "counts", "weights", "ws_ptrs", "out_ptrs", "key")
+
     def __init__(self, layout, device_id, stream, workspace=None, ws_ptrs=None):
         import cupy
 
-        with cupy.cuda.Device(device_id):
-            with stream:
-                out = cupy.cuda.alloc(layout.out_size)
-                if workspace is None:
-                    workspace = cupy.cuda.alloc(layout.ws_size)
-                    workspace.memset_async(0, layout.zero_bytes, stream)
+        if workspace is None:
+            out, workspace = _alloc(device_id, stream, layout.out_size, layout.ws_size,
+                                    layout.zero_bytes)
+        else:
+            out, _ = _alloc(device_id, stream, layout.out_size)
         self.workspace = workspace
-        out_offs, shape, total = layout.out_offs, layout.shape, layout.total
-        self.indices = cupy.ndarray(shape + (total,), np.int32, out + out_offs["indices"])
-        self.counts = cupy.ndarray(shape, np.int32, out + out_offs["counts"])
-        self.weights = cupy.ndarray(shape + (total,), np.float32, out + out_offs["weights"])
+        offs = layout.out_offs
+        nd, i4, f4 = cupy.ndarray, _INT32, _FLOAT32
+        self.indices = nd(layout.out_shape, i4, out + offs["indices"])
+        self.counts = nd(layout.shape, i4, out + offs["counts"])
+        self.weights = nd(layout.out_shape, f4, out + offs["weights"])
         base = workspace.ptr
         if ws_ptrs is None:
             ws_ptrs = {name: base + off for name, off in layout.ws_offs.items()}
         self.ws_ptrs = ws_ptrs
         o = out.ptr
-        self.out_ptrs = {name: o + off for name, off in out_offs.items()}
-        self.ptrs = dict(ws_ptrs, **self.out_ptrs)
+        self.out_ptrs = {name: o + off for name, off in offs.items()}
         # What the launches' pointer arguments depend on (see Core.enqueue).
         self.key = (base, o)
+
+    @property
+    def ptrs(self):
+        """Every part's pointer by name: the workspace's and the outputs'."""
+        return dict(self.ws_ptrs, **self.out_ptrs)
+
+
+_INT32, _FLOAT32 = np.dtype(np.int32), np.dtype(np.float32)
 
 
 # select()'s workspaces kept for reuse on the stream that last used them:
@@ -562,18 +603,27 @@ class Core:
                 prog = self._resolved[key] = self.program(device_id, ks)
         prof = self.prof.data.ptr if self.prof is not None else 0
         bound = (qp, cp, kp, lp, prof, b.key[0], b.key[1])
-        with cupy.cuda.Device(device_id), self._lock:
+        if cupy.cuda.runtime.getDevice() == device_id:  # the usual case: no context to enter
+            self._launch(prog, b, bound, stream.ptr, stages)
+        else:
+            with cupy.cuda.Device(device_id):
+                self._launch(prog, b, bound, stream.ptr, stages)
+
+    def _launch(self, prog, b, bound, sp, stages):
+        """Bind what changed since the program's last launch, then launch its stages."""
+        with self._lock:
             last = self._bound.get(id(prog))
             if last != bound:
                 # select() changes only the outputs from call to call: rebind just those.
                 if last is not None and last[:6] == bound[:6]:
                     values = b.out_ptrs
                 else:
-                    values = dict(b.ptrs, q=qp, cent=cp, codes=kp, lens=lp, prof=prof)
+                    qp, cp, kp, lp, prof = bound[:5]
+                    values = dict(b.ws_ptrs, **b.out_ptrs, q=qp, cent=cp, codes=kp, lens=lp,
+                                  prof=prof)
                 for _, launch in prog:
                     launch.bind(values)
                 self._bound[id(prog)] = bound
-            sp = stream.ptr
             for stage, launch in prog:
                 if stage in stages:
                     launch(sp)

@@ -69,8 +69,7 @@ def _validated(arrays, sink, window, k, group_reduce, scale):
     """(Config, device id, Core) of the inputs, from the cache or by validating them."""
     # Types are part of the key: k=True must still be refused although True == 1.
     key = (type(sink), sink, type(window), window, type(k), k, type(group_reduce),
-           group_reduce, type(scale), scale,
-           tuple((a.dtype, a.shape, a.strides, a.data.device_id) for a in arrays))
+           group_reduce, type(scale), scale, validate.signature(arrays))
     try:
         hit = _checked.get(key)
     except TypeError:  # an unhashable parameter: validation names it
