@@ -5,7 +5,8 @@ number of CTAs a row on the cooperative path instead of the plan's choice.
 
     python3 scripts/ab_graph.py TREE SHAPE[,SHAPE] MODE[,MODE] [CL[,CL]]
     (e.g. . pqcache-8k softmax_sum 1,2,4,8,16)
-CUPYSEL_COOP_KEYS=1 asks for the cooperative path's one-key-a-token layout (perf-notes v30).
+CUPYSEL_COOP_KEYS=1 asks for the cooperative path's one-key-a-token layout (perf-notes v30),
+=0 refuses it; CUPYSEL_PATH=staged|coop|auto (default) picks the path.
 CUPYSEL_REF_DIR=DIR keeps each shape's and mode's reference there, so that the runs of
 several trees (the same inputs: bench.make_inputs) compute it once.
 """
@@ -42,11 +43,11 @@ for shape in sys.argv[2].split(","):
                     pickle.dump(ref, f)
         out = []
         for cl in ctas:
-            plan = bench.plan_for(shape, mode)
+            plan = bench.plan_for(shape, mode, path=os.environ.get("CUPYSEL_PATH", "auto"))
             if cl is not None:
                 plan._core.coop_ctas = cl  # before the first call builds anything
-            if os.environ.get("CUPYSEL_COOP_KEYS") == "1":
-                plan._core.coop_keys = True
+            if os.environ.get("CUPYSEL_COOP_KEYS") in ("0", "1"):
+                plan._core.coop_keys = os.environ["CUPYSEL_COOP_KEYS"] == "1"
             with stream:
                 sel = plan(*sets[0], stream=stream)
                 stream.synchronize()
