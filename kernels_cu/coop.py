@@ -114,8 +114,6 @@ __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __rest
                                               int n, TOK tok, USE use) {
     constexpr int U = 4, MW = (M + 3) / 4;
     const int lph = cs_phase<GT, GP, M, P>((int)threadIdx.x);
-    int lo_[LP ? M : 1];
-    if constexpr (LP) cs_skew_offsets<GT, GP, M, P>(lph, lo_);
     for (int i0 = threadIdx.x; i0 < n; i0 += NT * U) {
         int tk[U];
         u32 w[U][MW];
@@ -128,15 +126,11 @@ __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __rest
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             if (tk[u] < 0) break;
+            const int ph = LP ? lph : cs_phase<GT, GP, M, P>(tk[u]);
+            int o[M];
+            cs_skew_offsets<GT, GP, M, P>(ph, o);
             float acc[GP];
-            if constexpr (LP) {
-                cs_token_scores<GT, GP, M, P>(lut, w[u], lph, lo_, acc);
-            } else {
-                const int ph = cs_phase<GT, GP, M, P>(tk[u]);
-                int o[M];
-                cs_skew_offsets<GT, GP, M, P>(ph, o);
-                cs_token_scores<GT, GP, M, P>(lut, w[u], ph, o, acc);
-            }
+            cs_token_scores<GT, GP, M, P>(lut, w[u], ph, o, acc);
             use(i0 + u * NT, tk[u], acc);
         }
     }
@@ -590,45 +584,71 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
 #pragma unroll
         for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
         int* lst = reinterpret_cast<int*>(gl);
-        int cnt = 0;
-        auto flush = [&]() {
-            __syncthreads();  // the list and the cleared histogram
-            cs_score_list<GT, GP, M, P, VEC, NT>(
+        // The listed tokens scored again, each walking from its thread's phase (a list's
+        // tokens walking from their own phases meet in the table's bank groups: v24, v30).
+        // Their r may then differ from a full pass's in the last bits, far inside the
+        // cut's rounding margin (2^-10 in the exponent); the launch stays deterministic.
+        auto score_list = [&](int cnt) {
+            cs_score_list<GT, GP, M, P, VEC, NT, true>(
                 lut, crow, cnt, [&](int i) { return lst[i]; },
                 [&](int, int t, const float (&acc)[GP]) {
                     const u32 k = cs_key(cs_prob_sum<GT, GP>(acc, lse_r));
                     keys[t] = k;
                     if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
                 });
-            __syncthreads();  // the list is written again
-            cnt = 0;
         };
-        for (int t0 = 0; t0 < nloc; t0 += NT * IT) {
-            const int tb = t0 + threadIdx.x * IT;
-            u32 k[IT];
-            load_keys(tb, nloc, k);
-            bool f[IT];
-            int nf = 0;
+        // Every local token but the candidates below the cut, whose keys become 0 (below
+        // every r: r >= 0, key >= 2^31). Called for each key twice (cs_seg_compact's two
+        // walks, by the same thread): the second sees the 0 and decides the same.
+        auto again = [&](u32 k, int t) -> int {
+            const bool cand = do_sel && t >= lo && t < hi;
+            if (cand && k < cut) keys[t] = 0u;
+            return (int)(!cand || k >= cut);
+        };
+        const int n = cs_seg_compact<NT>(keys, 0, nloc, 0, scratch, again,
+                                         [&](bool f, int o, int t, u32) {
+                                             cs_sts_if(f & (o < LIST_CAP), lst + o, t);
+                                         });
+        __syncthreads();  // the list, the keys set to 0 and the cleared histogram
+        if (n <= LIST_CAP) {
+            score_list(n);
+        } else {
+            // More than LIST_CAP (the cut let a crowd through): block steps of NT * IT
+            // keys, the list scored each time it fills.
+            int cnt = 0;
+            auto flush = [&]() {
+                __syncthreads();  // the list
+                score_list(cnt);
+                __syncthreads();  // the list is written again
+                cnt = 0;
+            };
+            for (int t0 = 0; t0 < nloc; t0 += NT * IT) {
+                const int tb = t0 + threadIdx.x * IT;
+                u32 k[IT];
+                load_keys(tb, nloc, k);
+                bool f[IT];
+                int nf = 0;
 #pragma unroll
-            for (int i = 0; i < IT; ++i) {
-                const int t = tb + i;
-                const bool cand = do_sel && t >= lo && t < hi;
-                f[i] = t < nloc && (!cand || k[i] >= cut);
-                if (t < nloc && cand && k[i] < cut) keys[t] = 0u;
-                nf += f[i];
-            }
-            int total;
-            int o = cs_block_exscan<NT>(nf, total, scratch);
-            if (cnt + total > LIST_CAP) flush();  // (total <= NT * IT == LIST_CAP)
-            o += cnt;
+                for (int i = 0; i < IT; ++i) {
+                    const int t = tb + i;
+                    const bool cand = do_sel && t >= lo && t < hi;
+                    f[i] = t < nloc && (!cand || k[i] >= cut);
+                    nf += f[i];
+                }
+                int total;
+                int o = cs_block_exscan<NT>(nf, total, scratch);
+                if (cnt + total > LIST_CAP) flush();  // (total <= NT * IT == LIST_CAP)
+                o += cnt;
 #pragma unroll
-            for (int i = 0; i < IT; ++i) {
-                cs_sts_if(f[i], lst + o, tb + i);
-                o += f[i];
+                for (int i = 0; i < IT; ++i) {
+                    cs_sts_if(f[i], lst + o, tb + i);
+                    o += f[i];
+                }
+                cnt += total;
             }
-            cnt += total;
+            flush();
         }
-        flush();
+        __syncthreads();  // every key and count
     };
     static_assert(NT * IT <= LIST_CAP, "a step's list fits gl");
 
