@@ -57,17 +57,14 @@ SAVE_LIMIT = 1 << 30  # bytes of saved per-head scores beyond which pass 2 recom
 
 def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperative=True,
                   smem_per_block=227 * 1024, coop_ctas=None, softmax_filter=True,
-                  fuse_rescore=True, coop_keys=None):
+                  fuse_rescore=True, coop_keys=False):
     """Score blocks fill the GPU in one wave (as many as fit on the SMs at once, by
     shared memory), their length chosen by the kernel from the lengths; top-K and
     index blocks take TSPLIT_LEN tokens each, many waves, to hide latency. softmax_sum
     saves its per-head scores for the second pass (which then reads 4 bytes a head
     instead of re-scoring) up to SAVE_LIMIT, unless it is filtered (one head tile: the
     second pass scores only the tokens that can be heavy, so nothing is saved).
-    Where the cooperative path applies ("auto" or "coop") it is taken instead. coop_keys:
-    True / False ask for / refuse its one-key-a-token layout; None (the default) takes it
-    for max / mean where the per-head scores do not fit and one CTA a row holds the keys
-    (batch16-32k: perf-notes v53)."""
+    Where the cooperative path applies ("auto" or "coop") it is taken instead."""
     n = cfg.capacity
     tiles = kc.head_tiles(cfg.group, cfg.subspaces, cfg.n_centroids)
     gp = kc.padded_heads(tiles[0][1])
@@ -95,14 +92,7 @@ def plan_geometry(cfg, sm_count, smem_per_sm=228 * 1024, path="auto", cooperativ
     coop, chunk, keys = 0, 0, False
     if path in ("auto", "coop"):
         coop, chunk, keys = coop_geometry(cfg, sm_count, smem_per_block, cooperative, coop_ctas,
-                                          bool(coop_keys), softmax_filter)
-        if not coop and coop_keys is None and cfg.group_reduce != "softmax_sum":
-            # Measured only with one CTA a row (v53); softmax_sum's rescoring of the tokens
-            # above its cut kept that layout slower than the staged path (v30).
-            kcl, kchunk, kkeys = coop_geometry(cfg, sm_count, smem_per_block, cooperative,
-                                               coop_ctas, True, softmax_filter)
-            if kcl == 1:
-                coop, chunk, keys = kcl, kchunk, kkeys
+                                          coop_keys, softmax_filter)
         if path == "coop" and not coop:
             raise ValueError("the cooperative path does not fit this configuration on this device")
     # Weights: one block a row where the rows fill the GPU (each block builds a whole
@@ -398,7 +388,7 @@ class Core:
         self._lock = threading.Lock()
         self.prof = None  # a device int64 array [rows * CTAs * 32]: phase timestamps
         self.coop_ctas = None  # at most this many CTAs a row on the cooperative path
-        self.coop_keys = None  # its one-key-a-token layout: True / False; None: by plan_geometry
+        self.coop_keys = False  # True: its one-key-a-token layout (not the default: v30)
         # Stages whose kernels (after a call's first) are programmatic dependents on sm_90+:
         # their prologue (the partition, the table build) overlaps the previous kernel's
         # tail (see launch.py). Measured on the H100: softmax_sum's second pass -3.4 us,

@@ -104,16 +104,11 @@ __device__ __forceinline__ void cs_row_barrier(u64* ctr, u64 target) {
 
 // Per-head scores of listed local tokens tok(i), i < n, of a row's codes at crow, scored
 // again from the table (every code load of a round in flight first), handed to
-// use(i, t, acc). Token t walks from phase t as in the score loops: the same bits. LP:
-// from the thread's phase instead (listed tokens are not consecutive, and their own
-// phases meet in the table's bank groups: ~3x the wavefronts, v24), for weights only
-// (the sums may differ from the score loop's in the last bits; SPEC rtol 1e-4).
-template <int GT, int GP, int M, int P, int VEC, int NT, bool LP = false, typename TOK,
-          typename USE>
+// use(i, t, acc). Token t walks from phase t as in the score loops: the same bits.
+template <int GT, int GP, int M, int P, int VEC, int NT, typename TOK, typename USE>
 __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __restrict__ crow,
                                               int n, TOK tok, USE use) {
     constexpr int U = 4, MW = (M + 3) / 4;
-    const int lph = cs_phase<GT, GP, M, P>((int)threadIdx.x);
     for (int i0 = threadIdx.x; i0 < n; i0 += NT * U) {
         int tk[U];
         u32 w[U][MW];
@@ -126,7 +121,7 @@ __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __rest
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             if (tk[u] < 0) break;
-            const int ph = LP ? lph : cs_phase<GT, GP, M, P>(tk[u]);
+            const int ph = cs_phase<GT, GP, M, P>(tk[u]);
             int o[M];
             cs_skew_offsets<GT, GP, M, P>(ph, o);
             float acc[GP];
@@ -134,85 +129,6 @@ __device__ __forceinline__ void cs_score_list(const float* lut, const u8* __rest
             use(i0 + u * NT, tk[u], acc);
         }
     }
-}
-
-// KS (chunks of up to 32768 keys): an ordered compaction of the candidates [lo, hi) of
-// the CTA's keys by warp segments, with no block-wide step (the block-stepped passes
-// cost ~1.3 us a step of 4096 keys: v30). Each warp counts the flagged keys of its
-// segment (four consecutive keys a lane, one 16-byte load), one block barrier gives it
-// the counts of the warps before, and it walks its segment again, handing each key its
-// rank in position order: emit(f, rank, t, key) for every key, f false where it is not
-// taken (so that the caller stores by predicate, not by branch). flag(key, t) -> bit 0:
-// taken; bit 1: tied, taken while fewer than take_eq tied keys of the CTA come before
-// it. keys: 16-byte aligned, readable up to lo rounded down to 4 and up to hi rounded up
-// to 4. scratch: 2 * NT / 32 ints. Returns the number taken.
-template <int NT, typename FLAG, typename EMIT>
-__device__ __forceinline__ int cs_seg_compact(const u32* keys, int lo, int hi, int take_eq,
-                                              int* scratch, FLAG flag, EMIT emit) {
-    constexpr int NW = NT / 32, V = 4, SPAN = 32 * V;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int lo4 = lo & ~(V - 1);
-    const int per = max(0, (hi - lo4 + NW - 1) / NW + SPAN - 1) / SPAN * SPAN;
-    const int s0 = lo4 + warp * per, s1 = min(s0 + per, hi);
-    auto load4 = [&](int tb, u32 (&k)[V], int (&fl)[V]) {
-        uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (tb < s1) v = *reinterpret_cast<const uint4*>(keys + tb);
-        k[0] = v.x; k[1] = v.y; k[2] = v.z; k[3] = v.w;
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            const int t = tb + i;
-            fl[i] = (t >= lo) & (t < s1) ? flag(k[i], t) : 0;
-        }
-    };
-    int na = 0, ne = 0;
-    for (int base = s0; base < s1; base += SPAN) {
-        u32 k[V];
-        int fl[V];
-        load4(base + V * lane, k, fl);
-#pragma unroll
-        for (int i = 0; i < V; ++i) { na += fl[i] & 1; ne += fl[i] >> 1; }
-    }
-    na = cs_warp_sum(na);
-    ne = cs_warp_sum(ne);
-    if (lane == 0) { scratch[warp] = na; scratch[NW + warp] = ne; }
-    __syncthreads();
-    // Lane w < NW: the ties before warp w, and how many of warp w's keys are taken.
-    const int a = lane < NW ? scratch[lane] : 0, e = lane < NW ? scratch[NW + lane] : 0;
-    const int eb = cs_warp_inscan(e) - e;
-    const int h = a + min(e, max(0, take_eq - eb));
-    const int hx = cs_warp_inscan(h);
-    const int total = __shfl_sync(CS_FULL, hx, 31);
-    int run = __shfl_sync(CS_FULL, hx - h, warp), erun = __shfl_sync(CS_FULL, eb, warp);
-    __syncthreads();  // scratch is the caller's again
-    for (int base = s0; base < s1; base += SPAN) {
-        const int tb = base + V * lane;
-        u32 k[V];
-        int fl[V];
-        load4(tb, k, fl);
-        int ec = 0;
-#pragma unroll
-        for (int i = 0; i < V; ++i) ec += fl[i] >> 1;
-        const int ei = cs_warp_inscan(ec);
-        int er = erun + ei - ec;  // ties of the CTA before this lane's first key
-        bool f[V];
-        int hc = 0;
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            f[i] = (fl[i] & 1) | ((fl[i] >> 1) & (er < take_eq));
-            er += fl[i] >> 1;
-            hc += f[i];
-        }
-        const int hi_ = cs_warp_inscan(hc);
-        int o = run + hi_ - hc;
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            emit(f[i], o, tb + i, k[i]);
-            o += f[i];
-        }
-        run += __shfl_sync(CS_FULL, hi_, 31);
-        erun += __shfl_sync(CS_FULL, ei, 31);
-    }
-    return total;
 }
 
 template <int GT, int GP, int M, int P, int DS, int QT, int CT, int CVEC, int LT, int MODE,
@@ -584,83 +500,54 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
 #pragma unroll
         for (int j = 0; j < GT; ++j) lse_r[j] = lse_s[j];
         int* lst = reinterpret_cast<int*>(gl);
-        // The listed tokens scored again, each walking from its thread's phase (a list's
-        // tokens walking from their own phases meet in the table's bank groups: v24, v30).
-        // Their r may then differ from a full pass's in the last bits, far inside the
-        // cut's rounding margin (2^-10 in the exponent); the launch stays deterministic.
-        auto score_list = [&](int cnt) {
-            cs_score_list<GT, GP, M, P, VEC, NT, true>(
+        int cnt = 0;
+        auto flush = [&]() {
+            __syncthreads();  // the list and the cleared histogram
+            cs_score_list<GT, GP, M, P, VEC, NT>(
                 lut, crow, cnt, [&](int i) { return lst[i]; },
                 [&](int, int t, const float (&acc)[GP]) {
                     const u32 k = cs_key(cs_prob_sum<GT, GP>(acc, lse_r));
                     keys[t] = k;
                     if (do_sel && t >= lo && t < hi) atomicAdd(&hist[k >> 20], 1);
                 });
+            __syncthreads();  // the list is written again
+            cnt = 0;
         };
-        // Every local token but the candidates below the cut, whose keys become 0 (below
-        // every r: r >= 0, key >= 2^31). Called for each key twice (cs_seg_compact's two
-        // walks, by the same thread): the second sees the 0 and decides the same.
-        auto again = [&](u32 k, int t) -> int {
-            const bool cand = do_sel && t >= lo && t < hi;
-            if (cand && k < cut) keys[t] = 0u;
-            return (int)(!cand || k >= cut);
-        };
-        const int n = cs_seg_compact<NT>(keys, 0, nloc, 0, scratch, again,
-                                         [&](bool f, int o, int t, u32) {
-                                             cs_sts_if(f & (o < LIST_CAP), lst + o, t);
-                                         });
-        __syncthreads();  // the list, the keys set to 0 and the cleared histogram
-        if (n <= LIST_CAP) {
-            score_list(n);
-        } else {
-            // More than LIST_CAP (the cut let a crowd through): block steps of NT * IT
-            // keys, the list scored each time it fills.
-            int cnt = 0;
-            auto flush = [&]() {
-                __syncthreads();  // the list
-                score_list(cnt);
-                __syncthreads();  // the list is written again
-                cnt = 0;
-            };
-            for (int t0 = 0; t0 < nloc; t0 += NT * IT) {
-                const int tb = t0 + threadIdx.x * IT;
-                u32 k[IT];
-                load_keys(tb, nloc, k);
-                bool f[IT];
-                int nf = 0;
+        for (int t0 = 0; t0 < nloc; t0 += NT * IT) {
+            const int tb = t0 + threadIdx.x * IT;
+            u32 k[IT];
+            load_keys(tb, nloc, k);
+            bool f[IT];
+            int nf = 0;
 #pragma unroll
-                for (int i = 0; i < IT; ++i) {
-                    const int t = tb + i;
-                    const bool cand = do_sel && t >= lo && t < hi;
-                    f[i] = t < nloc && (!cand || k[i] >= cut);
-                    nf += f[i];
-                }
-                int total;
-                int o = cs_block_exscan<NT>(nf, total, scratch);
-                if (cnt + total > LIST_CAP) flush();  // (total <= NT * IT == LIST_CAP)
-                o += cnt;
-#pragma unroll
-                for (int i = 0; i < IT; ++i) {
-                    cs_sts_if(f[i], lst + o, tb + i);
-                    o += f[i];
-                }
-                cnt += total;
+            for (int i = 0; i < IT; ++i) {
+                const int t = tb + i;
+                const bool cand = do_sel && t >= lo && t < hi;
+                f[i] = t < nloc && (!cand || k[i] >= cut);
+                if (t < nloc && cand && k[i] < cut) keys[t] = 0u;
+                nf += f[i];
             }
-            flush();
+            int total;
+            int o = cs_block_exscan<NT>(nf, total, scratch);
+            if (cnt + total > LIST_CAP) flush();  // (total <= NT * IT == LIST_CAP)
+            o += cnt;
+#pragma unroll
+            for (int i = 0; i < IT; ++i) {
+                cs_sts_if(f[i], lst + o, tb + i);
+                o += f[i];
+            }
+            cnt += total;
         }
-        __syncthreads();  // every key and count
+        flush();
     };
     static_assert(NT * IT <= LIST_CAP, "a step's list fits gl");
 
     // No row barrier before the statistics or the level-0 counts: their readers poll the
     // tagged words (v29). KS max / mean counted their keys in the score loop.
-    // KS, a row of one CTA: its histogram is the row's, so level 0 is found on chip
-    // (below), with no export.
-    const bool solo = KS && CL == 1;
     if constexpr (KS && MODE == 0) {
         merge_lse();
         rescore_keys();
-        if (do_sel && !solo) export_hist(4096, 0, 1);
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
     } else if constexpr (MODE == 0) {
         merge_lse();
@@ -669,7 +556,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         cs_mark(prof, 3);
     } else {
         if constexpr (!KS) rank_keys();
-        if (do_sel && !solo) export_hist(4096, 0, 1);
+        if (do_sel) export_hist(4096, 0, 1);
         cs_mark(prof, 3);
         merge_lse();
     }
@@ -690,14 +577,11 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     float lse_w[GT];  // KS max / mean
 #pragma unroll
     for (int j = 0; j < GT; ++j) lse_w[j] = lse_s[j];
-    // KS max / mean: the weights of local tokens tok(i), i < n, to out_w[dst + i], scored
-    // again, each walking from its thread's phase.
-    // tok(i): lst[i]; with lst null, a + i; with gsrc, the local position of the token
-    // written at gsrc[i].
-    auto weigh_list = [&](int n, i64 dst, const int* lst, int a, const int* gsrc = nullptr) {
-        cs_score_list<GT, GP, M, P, VEC, NT, true>(
-            lut, crow, n,
-            [&](int i) { return lst ? lst[i] : gsrc ? __ldcg(gsrc + i) - start : a + i; },
+    // KS max / mean: the weights of local tokens lst[i] (lst null: a + i), i < n, to
+    // out_w[dst + i], scored again.
+    auto weigh_list = [&](int n, i64 dst, const int* lst, int a) {
+        cs_score_list<GT, GP, M, P, VEC, NT>(
+            lut, crow, n, [&](int i) { return lst ? lst[i] : a + i; },
             [&](int i, int, const float (&acc)[GP]) {
                 out_w[dst + i] = cs_prob_sum<GT, GP>(acc, lse_w) * inv_g;
             });
@@ -734,15 +618,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
 
     // ---------------- top-K: level 0 over the row ----------------
     int b1, above0, nb1;
-    if (solo) {
-        __syncthreads();  // every count in hist
-        cs_level1<NT, true>(hist, K, scratch, found);
-        b1 = found[0]; above0 = found[1]; nb1 = found[2];
-        if (threadIdx.x == 0) inb[0] = nb1;
-        __syncthreads();  // found and inb read before they are written again
-    } else {
-        find_level(4096, 0, 1, K, b1, above0, nb1);
-    }
+    find_level(4096, 0, 1, K, b1, above0, nb1);
     const int need1 = K - above0;  // 1 <= need1 <= nb1
     cs_mark(prof, 5);
     u32 T;
@@ -768,20 +644,7 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         __syncthreads();
         int run = goff[rank];
         u64* grow = glist + ((i64)row * 2 + (seq & 1)) * CS_COOP_GATHER_CAP;
-        auto in_b1 = [&](u32 k, int) { return (int)((k >> 20) == (u32)b1); };
-        if constexpr (KS) {
-            if (solo) {  // the list is this CTA's alone: straight into shared memory
-                cs_seg_compact<NT>(keys, lo, hi, 0, scratch, in_b1, [&](bool f, int o, int t, u32 k) {
-                    if (f) gl[o] = ((u64)k << 32) | (u64)(u32)(start + t);
-                });
-            } else {
-                cs_seg_compact<NT>(keys, lo, hi, 0, scratch, in_b1, [&](bool f, int o, int t, u32 k) {
-                    cs_st_relaxed_if(f, grow + run + o,
-                                     ((u64)k << 32) | (u64)(0x80000000u | (u32)(start + t)));
-                });
-            }
-        }
-        for (int t0 = lo & -IT; !KS && t0 < hi; t0 += NT * IT) {
+        for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
             const int tb = t0 + threadIdx.x * IT;
             u32 k[IT];
             load_keys(tb, hi, k);
@@ -804,13 +667,12 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         }
         // No barrier: every entry of the list is polled until it is written (its flag,
         // bit 31 of the position, is set), all loads in flight first.
-        if (!solo)
-            cs_load_then_store<NT, (CS_COOP_GATHER_CAP + NT - 1) / NT, u64>(
-                nb1, [&](int i) { return cs_ld_relaxed(grow + i); },
-                [&](int i, u64 e) {
-                    while (!(e & 0x80000000ull)) e = cs_ld_relaxed(grow + i);
-                    gl[i] = e & ~0x80000000ull;
-                });
+        cs_load_then_store<NT, (CS_COOP_GATHER_CAP + NT - 1) / NT, u64>(
+            nb1, [&](int i) { return cs_ld_relaxed(grow + i); },
+            [&](int i, u64 e) {
+                while (!(e & 0x80000000ull)) e = cs_ld_relaxed(grow + i);
+                gl[i] = e & ~0x80000000ull;
+            });
         __syncthreads();
         cs_mark(prof, 6);
         cs_finish<NT>([&](int i) -> u64 { return gl[i]; }, nb1, (u32)b1, need1, hist, tot,
@@ -909,30 +771,6 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
         cs_mark(prof, 8);
         return;
     }
-    if constexpr (KS) {
-        // The heavy tokens by warp segments, straight to their slots; max / mean list
-        // them in gl (free now) and weigh them afterwards, all their code loads in
-        // flight at once (past LIST_CAP of them, read back from out_idx).
-        int* pend = reinterpret_cast<int*>(gl);
-        const i64 dst = obase + heavy_before;
-        const int n = cs_seg_compact<NT>(
-            keys, lo, hi, take_eq, scratch,
-            [&](u32 k, int t) {
-                return (int)(k > T) | ((int)((k == T) & (start + t <= pos_cut)) << 1);
-            },
-            [&](bool f, int o, int t, u32 k) {
-                cs_st_if(f, out_idx + dst + o, start + t);
-                if constexpr (MODE == 0) cs_st_if(f, out_w + dst + o, cs_key_value(k) * inv_g);
-                else cs_sts_if(f & (o < LIST_CAP), pend + o, t);
-            });
-        if constexpr (MODE != 0) {
-            __syncthreads();  // pend and out_idx written
-            if (n <= LIST_CAP) weigh_list(n, dst, pend, 0);
-            else weigh_list(n, dst, nullptr, 0, out_idx + dst);
-        }
-        cs_mark(prof, 8);
-        return;
-    }
     // A step's heavy tokens go (local index, in position order) to obuf, then out in
     // one coalesced pass that computes each one's weight once, with no per-element
     // branch (see cs_st_if).
@@ -940,6 +778,15 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
     static_assert(NT * IT <= 4096, "a step's heavy tokens fit obuf");
     const bool count_eq = take_eq != 0x7fffffff;  // uniform: the crowded-bin branch
     int run = heavy_before, eq_run = 0;
+    // KS max / mean: the heavy tokens' weights once LIST_CAP of them are listed in gl (no
+    // longer needed), all their code loads in flight at once, not a step's few at a time.
+    int* pend = reinterpret_cast<int*>(gl);
+    int pn = 0;  // listed, for outputs [run - pn, run)
+    auto flush_weights = [&]() {
+        weigh_list(pn, obase + run - pn, pend, 0);
+        __syncthreads();  // pend is written again
+        pn = 0;
+    };
     for (int t0 = lo & -IT; t0 < hi; t0 += NT * IT) {
         const int tb = t0 + threadIdx.x * IT;
         u32 k[IT];
@@ -984,15 +831,19 @@ __global__ void __launch_bounds__(NT, 1) cs_coop(
             o += f[i];
         }
         __syncthreads();
+        if (KS && MODE != 0 && pn + total > LIST_CAP) flush_weights();  // (total <= LIST_CAP)
         for (int j = threadIdx.x; j < total; j += NT) {
             const int t = obuf[j];
             out_idx[obase + run + j] = start + t;
-            out_w[obase + run + j] = weight(t);
+            if constexpr (KS && MODE != 0) pend[pn + j] = t;
+            else out_w[obase + run + j] = weight(t);
         }
         __syncthreads();  // obuf is written again by the next step
         run += total;
         eq_run += etotal;
+        pn += total;
     }
+    if constexpr (KS && MODE != 0) flush_weights();
     cs_mark(prof, 8);
 }
 """

@@ -4,9 +4,11 @@
 # this tree (base) on one machine, then scripts/gpu_check.sh over base plus the patches
 # that won. Logs under $OUT, summary.txt first.
 #   bash scripts/ab_patches.sh KERNEL_PATCHES [HOST_PATCHES]   (comma-separated; "-": none)
-# A kernel patch wins with a mean of -0.15 us or less over the nine B=1 rows and no row
-# above +0.3 us (scripts/ab_graph.py: graph medians of 200, two rounds, the trees
-# alternating, every result checked against the reference). A host patch (Python only)
+# A kernel patch wins with a mean of -0.15 us or less over the rows (AB_SHAPES, default
+# the three B=1 shapes, in the three modes) and no row above +0.3 us
+# (scripts/ab_graph.py: graph medians of 200, two rounds, the trees alternating, every
+# result checked against the reference; AB_ENV, e.g. CUPYSEL_COOP_KEYS=1, is set for
+# every A/B run). A host patch (Python only)
 # wins when select()'s hot host time at pqcache-8k drops by 1 us or more in both rounds
 # (scripts/host_time.py). The winners' tests then run in gpu_check (SKIP_GC=1: not;
 # GC_LIMIT: seconds from the start by which gpu_check must end, default 560).
@@ -41,8 +43,9 @@ for i in "${!KP[@]}"; do p=$(abs "${KP[$i]}"); [ -n "$p" ] && mk k$i "$p" && KT+
 for i in "${!HP[@]}"; do p=$(abs "${HP[$i]}"); [ -n "$p" ] && mk h$i "$p" && HT+=("h$i:$p"); done
 
 AB=$OUT/ab.txt
-ab() { timeout $2 python3 scripts/ab_graph.py $W/$1 pqcache-8k,llama-32k,llama-128k \
-  softmax_sum,max,mean 2>&1 | sed "s/^/$1 /" | tee -a "$AB"; }
+ab() { timeout $2 env ${AB_ENV:-} python3 scripts/ab_graph.py $W/$1 \
+  ${AB_SHAPES:-pqcache-8k,llama-32k,llama-128k} softmax_sum,max,mean 2>&1 |
+  sed "s/^/$1 /" | tee -a "$AB"; }
 if [ ${#KT[@]} -gt 0 ]; then
   ab base 120; for t in "${KT[@]}"; do ab ${t%%:*} 70; done; log "ab round 1"
   for t in "${KT[@]}"; do ab ${t%%:*} 45; done; ab base 45; log "ab round 2"
