@@ -11,7 +11,9 @@
 # every A/B run). A host patch (Python only)
 # wins when select()'s hot host time at pqcache-8k drops by 1 us or more in both rounds
 # (scripts/host_time.py). The winners' tests then run in gpu_check (SKIP_GC=1: not;
-# GC_LIMIT: seconds from the start by which gpu_check must end, default 560).
+# GC_LIMIT: seconds from the start by which gpu_check must end, default 560; GC_IF_NONE=0:
+# none when no patch wins). AB_MODES (default all three), AB_T0 / AB_T1 / AB_T2: seconds
+# for base's first run (references, compiles), each patch's first run, and round 2.
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
@@ -44,11 +46,11 @@ for i in "${!HP[@]}"; do p=$(abs "${HP[$i]}"); [ -n "$p" ] && mk h$i "$p" && HT+
 
 AB=$OUT/ab.txt
 ab() { timeout $2 env ${AB_ENV:-} python3 scripts/ab_graph.py $W/$1 \
-  ${AB_SHAPES:-pqcache-8k,llama-32k,llama-128k} softmax_sum,max,mean 2>&1 |
+  ${AB_SHAPES:-pqcache-8k,llama-32k,llama-128k} ${AB_MODES:-softmax_sum,max,mean} 2>&1 |
   sed "s/^/$1 /" | tee -a "$AB"; }
 if [ ${#KT[@]} -gt 0 ]; then
-  ab base 120; for t in "${KT[@]}"; do ab ${t%%:*} 70; done; log "ab round 1"
-  for t in "${KT[@]}"; do ab ${t%%:*} 45; done; ab base 45; log "ab round 2"
+  ab base ${AB_T0:-120}; for t in "${KT[@]}"; do ab ${t%%:*} ${AB_T1:-70}; done; log "ab round 1"
+  for t in "${KT[@]}"; do ab ${t%%:*} ${AB_T2:-45}; done; ab base ${AB_T2:-45}; log "ab round 2"
 fi
 HO=$OUT/host.txt
 if [ ${#HT[@]} -gt 0 ]; then
@@ -101,6 +103,7 @@ PY
 )
 log "winners: ${WIN:-none}"
 [ "${SKIP_GC:-0}" = 1 ] && { log "end (SKIP_GC=1: no gpu_check)"; exit 0; }
+[ -z "$WIN" ] && [ "${GC_IF_NONE:-1}" = 0 ] && { log "end (no winner, GC_IF_NONE=0: no gpu_check)"; exit 0; }
 mk final $WIN || exit 1
 NAME="base$(for p in $WIN; do printf '+%s' "$(basename "$p" .patch)"; done)"
 G=/tmp/gc
