@@ -304,9 +304,6 @@ def _alloc(device_id, stream, out_size, ws_size=None, zero_bytes=0):
         return alloc()
 
 
-_INT32, _FLOAT32 = np.dtype(np.int32), np.dtype(np.float32)
-
-
 class Buffers:
     """Outputs, and the workspace of either path, on one device.
 
@@ -346,6 +343,9 @@ class Buffers:
     def ptrs(self):
         """Every part's pointer by name: the workspace's and the outputs'."""
         return dict(self.ws_ptrs, **self.out_ptrs)
+
+
+_INT32, _FLOAT32 = np.dtype(np.int32), np.dtype(np.float32)
 
 
 # select()'s workspaces kept for reuse on the stream that last used them:
