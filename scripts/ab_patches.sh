@@ -26,16 +26,7 @@ log() { echo "[$(el)s] $*" | tee -a "$S"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$S"
 W=/tmp/abp
 rm -rf $W && mkdir -p $W
-mk() {  # mk NAME [PATCH...]: a copy of this tree with the patches applied
-  local d=$W/$1 p
-  shift
-  mkdir -p "$d"
-  tar -c --exclude=.git --exclude=.carry --exclude=build --exclude='*.egg-info' \
-    --exclude=__pycache__ . | tar -x -C "$d"
-  for p in "$@"; do
-    (cd "$d" && patch -p1 -s --no-backup-if-mismatch < "$p") || { log "patch failed: $p"; return 1; }
-  done
-}
+. scripts/trees.sh  # mk NAME [PATCH...]: a copy of this tree with the patches applied
 IFS=, read -ra KP <<< "${1:--}"
 IFS=, read -ra HP <<< "${2:--}"
 abs() { [ "$1" = - ] || realpath "$1"; }
