@@ -6,7 +6,8 @@
 #   bash scripts/stage_patches.sh PATCH[,PATCH]
 # SA_BASE (comma-separated): patches applied to every tree, base included (e.g. v55's
 # before it lands); SA_SHAPES (default batch16-32k,batch16-128k), SA_MODES (default
-# max,softmax_sum); SA_T: seconds a tree's run may take (default 150).
+# max,softmax_sum); SA_T / SA_T2: seconds a tree's run may take in round 1 (compiles;
+# default 120) and round 2 (default 60).
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
@@ -30,7 +31,7 @@ for i in "${!PP[@]}"; do
 done
 for r in 1 2; do
   for t in "${T[@]}"; do
-    timeout ${SA_T:-150} python3 scripts/stage_ab.py $W/$t ${SA_SHAPES:-batch16-32k,batch16-128k} \
+    timeout $([ $r = 1 ] && echo ${SA_T:-120} || echo ${SA_T2:-60}) python3 scripts/stage_ab.py $W/$t ${SA_SHAPES:-batch16-32k,batch16-128k} \
       ${SA_MODES:-max,softmax_sum} 2>&1 | tail -n 12 | tee -a "$S"
   done
   log "round $r"
