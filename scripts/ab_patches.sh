@@ -19,14 +19,8 @@ OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 CUPYSEL_REF_DIR=/tmp/refs
-T0=$(date +%s)
-el() { echo $(( $(date +%s) - T0 )); }
-S=$OUT/summary.txt
-log() { echo "[$(el)s] $*" | tee -a "$S"; }
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$S"
-W=/tmp/abp
-rm -rf $W && mkdir -p $W
-. scripts/trees.sh  # mk NAME [PATCH...]: a copy of this tree with the patches applied
+S=$OUT/summary.txt W=/tmp/abp
+. scripts/trees.sh  # el, log, mk NAME [PATCH...]: a copy of this tree with the patches applied
 IFS=, read -ra KP <<< "${1:--}"
 IFS=, read -ra HP <<< "${2:--}"
 abs() { [ "$1" = - ] || realpath "$1"; }

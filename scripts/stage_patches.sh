@@ -13,13 +13,8 @@ OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-T0=$(date +%s)
-S=$OUT/stages.txt
-log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$S"; }
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$S"
-W=/tmp/sap
-rm -rf $W && mkdir -p $W
-. scripts/trees.sh
+S=$OUT/stages.txt W=/tmp/sap
+. scripts/trees.sh  # el, log, mk NAME [PATCH...]: a copy of this tree with the patches applied
 BA=()
 IFS=, read -ra BP <<< "${SA_BASE:-}"
 for p in "${BP[@]}"; do BA+=("$(realpath "$p")"); done
@@ -30,8 +25,9 @@ for i in "${!PP[@]}"; do
   mk d$i "${BA[@]}" "$(realpath "${PP[$i]}")" && T+=(d$i) && log "d$i = base + ${PP[$i]}"
 done
 for r in 1 2; do
+  limit=$([ $r = 1 ] && echo "${SA_T:-120}" || echo "${SA_T2:-60}")
   for t in "${T[@]}"; do
-    timeout $([ $r = 1 ] && echo ${SA_T:-120} || echo ${SA_T2:-60}) python3 scripts/stage_ab.py $W/$t ${SA_SHAPES:-batch16-32k,batch16-128k} \
+    timeout "$limit" python3 scripts/stage_ab.py $W/$t ${SA_SHAPES:-batch16-32k,batch16-128k} \
       ${SA_MODES:-max,softmax_sum} 2>&1 | tail -n 12 | tee -a "$S"
   done
   log "round $r"
